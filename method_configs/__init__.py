@@ -1,0 +1,1 @@
+"""Method specifications registered with nerfstudio (installed as ``shacira_nerf.method_configs``)."""

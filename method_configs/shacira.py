@@ -1,0 +1,120 @@
+"""The ``shacira`` and ``shacira-tiny`` methods, registered through nerfstudio's ``nerfstudio.method_configs``.
+
+- ``shacira``: nerfacto's defaults (rays, samples, proposal schedule, 30k iterations) with SHACIRA grids, for GPUs.
+- ``shacira-tiny``: a small preset that trains the bundled scene on a 2-core CPU in minutes with no extra flags.
+
+Learning rates follow the SHACIRA appendix for 3D: latents 0.05, decoders 0.1, networks 5e-4, entropy models 1e-4.
+"""
+
+from __future__ import annotations
+
+import torch
+from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
+from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
+from nerfstudio.data.datamanagers.parallel_datamanager import ParallelDataManagerConfig
+from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+from nerfstudio.engine.optimizers import AdamOptimizerConfig
+from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
+from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.plugins.types import MethodSpecification
+
+from shacira_nerf.nerf.dataparser import AutoDataParserConfig
+from shacira_nerf.nerf.model import ShaciraModelConfig
+from shacira_nerf.nerf.pipeline import ShaciraPipelineConfig
+
+
+def _adam(lr: float, max_steps: int) -> dict:
+    """Adam with nerfacto's exponential decay to 1% of the initial rate."""
+    return {
+        "optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15),
+        "scheduler": ExponentialDecaySchedulerConfig(lr_final=lr * 1e-2, max_steps=max_steps),
+    }
+
+
+def shacira_optimizers(max_steps: int = 200000, networks_lr: float = 5e-4) -> dict:
+    """One optimizer per parameter group (the model's ``get_param_groups`` names them)."""
+    return {
+        "shacira_latents": _adam(0.05, max_steps),
+        "shacira_decoders": _adam(0.1, max_steps),
+        "shacira_entropy": {"optimizer": AdamOptimizerConfig(lr=1e-4, eps=1e-15), "scheduler": None},
+        "fields": _adam(networks_lr, max_steps),
+        "proposal_networks": _adam(networks_lr, max_steps),
+        "camera_opt": {
+            "optimizer": AdamOptimizerConfig(lr=1e-3, eps=1e-15),
+            "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=5000),
+        },
+    }
+
+
+shacira = MethodSpecification(
+    config=TrainerConfig(
+        method_name="shacira",
+        steps_per_eval_batch=500,
+        steps_per_save=2000,
+        max_num_iterations=30000,
+        mixed_precision=True,
+        pipeline=ShaciraPipelineConfig(
+            datamanager=ParallelDataManagerConfig(
+                dataparser=NerfstudioDataParserConfig(),
+                train_num_rays_per_batch=4096,
+                eval_num_rays_per_batch=4096,
+            ),
+            model=ShaciraModelConfig(
+                eval_num_rays_per_chunk=1 << 15,
+                average_init_density=0.01,
+                camera_optimizer=CameraOptimizerConfig(mode="SO3xR3"),
+            ),
+        ),
+        optimizers=shacira_optimizers(),
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
+        vis="viewer",
+    ),
+    description="nerfacto with SHACIRA-compressed hash grids (Girish et al., ICCV 2023); for GPUs.",
+)
+
+TINY_ITERATIONS = 1500
+
+shacira_tiny = MethodSpecification(
+    config=TrainerConfig(
+        method_name="shacira-tiny",
+        steps_per_eval_batch=250,
+        steps_per_eval_image=500,
+        steps_per_eval_all_images=1000000,
+        steps_per_save=500,
+        max_num_iterations=TINY_ITERATIONS,
+        mixed_precision=False,
+        machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
+        pipeline=ShaciraPipelineConfig(
+            datamanager=ParallelDataManagerConfig(
+                dataparser=AutoDataParserConfig(),
+                train_num_rays_per_batch=512,
+                eval_num_rays_per_batch=512,
+                num_processes=1,
+            ),
+            model=ShaciraModelConfig(
+                eval_num_rays_per_chunk=1 << 12,
+                average_init_density=0.01,
+                implementation="torch",
+                num_levels=8,
+                max_res=256,
+                log2_hashmap_size=15,
+                hidden_dim=32,
+                hidden_dim_color=32,
+                appearance_embed_dim=8,
+                num_nerf_samples_per_ray=24,
+                num_proposal_samples_per_ray=(64, 32),
+                proposal_net_args_list=[
+                    {"hidden_dim": 16, "log2_hashmap_size": 13, "num_levels": 4, "max_res": 64, "use_linear": False},
+                    {"hidden_dim": 16, "log2_hashmap_size": 13, "num_levels": 4, "max_res": 128, "use_linear": False},
+                ],
+                proposal_warmup=500,
+                camera_optimizer=CameraOptimizerConfig(mode="off"),
+                size_update_every=50,
+            ),
+        ),
+        optimizers=shacira_optimizers(max_steps=TINY_ITERATIONS * 5),
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 12),
+        vis="viewer",
+    ),
+    description="A small SHACIRA preset that trains the bundled scene on a 2-core CPU in minutes.",
+)

@@ -1,0 +1,510 @@
+"""The self-describing ``.shac`` file container.
+
+Why a custom container instead of ``torch.save`` / ``np.savez``: a compressed radiance field is
+only useful if it can be read back years later, on another machine, by a different build, and
+without executing anything from the file.  Pickle-based formats fail all three, and zip-based
+ones add per-entry overhead that matters when whole scenes are a few hundred kilobytes.  This
+format is a flat, versioned byte layout with a JSON header (human-inspectable metadata) and
+named binary sections, each protected by a CRC32, so that every kind of damage -- a truncated
+download, a flipped bit, the wrong file passed on the command line -- is reported as a single,
+readable :class:`ContainerError` instead of a crash or silently wrong weights.
+
+Layout (all integers little-endian)::
+
+    magic        8 bytes   b"SHACIRA\\x00"
+    version      u16       FORMAT_VERSION
+    reserved     u16       0
+    header_len   u32
+    header       header_len bytes of UTF-8 JSON (an object)
+    header_crc   u32       crc32(header)
+    n_sections   u32
+    n_sections times:
+        name_len     u16   (>= 1)
+        name         name_len bytes of UTF-8
+        payload_len  u64
+        payload_crc  u32   crc32(name_len | name | payload_len | payload), i.e. the section's
+                           framing is covered too, so a damaged name cannot decode silently
+        payload      payload_len bytes
+
+Nothing may follow the last section.  Every length field is checked against the bytes that
+are actually left before anything is sliced or allocated, so a corrupted length can neither
+trigger a huge allocation nor a long loop.
+
+This module also provides :func:`pack_array` / :func:`unpack_array`, a tiny self-describing
+raw array encoding (dtype allowlist, shape, little-endian C-order bytes) for section payloads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import struct
+import tempfile
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "ARRAY_DTYPES",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "ContainerError",
+    "container_layout",
+    "decode_container",
+    "describe_sections",
+    "encode_container",
+    "pack_array",
+    "read_container",
+    "unpack_array",
+    "write_container",
+]
+
+MAGIC: bytes = b"SHACIRA\x00"
+FORMAT_VERSION: int = 1
+
+_PREFIX = struct.Struct("<8sHHI")  # magic, version, reserved, header_len
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_MIN_SECTION_BYTES = _U16.size + 1 + _U64.size + _U32.size  # smallest possible framed section
+_MAX_U32 = 2**32 - 1
+
+
+class ContainerError(ValueError):
+    """Any problem reading or writing a ``.shac`` container; the message is always one line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_one_line(message))
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _show_path(path: str | os.PathLike[str]) -> str:
+    return _one_line(os.fspath(path))
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding
+# --------------------------------------------------------------------------------------------
+
+
+def _encode_header(header: Mapping[str, Any]) -> bytes:
+    if not isinstance(header, Mapping):
+        raise ContainerError(f"header must be a dict, got {type(header).__name__}")
+    try:
+        text = json.dumps(dict(header), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise ContainerError(f"header is not JSON-serialisable: {exc}") from exc
+    blob = text.encode("utf-8")
+    if len(blob) > _MAX_U32:
+        raise ContainerError(f"header is too large ({len(blob)} bytes)")
+    return blob
+
+
+def _section_prefix(name_blob: bytes, payload_len: int) -> bytes:
+    return _U16.pack(len(name_blob)) + name_blob + _U64.pack(payload_len)
+
+
+def encode_container(header: Mapping[str, Any], sections: Sequence[tuple[str, bytes]] | Mapping[str, bytes]) -> bytes:
+    """Serialise ``header`` (a JSON-able dict) and named byte ``sections`` into container bytes.
+
+    ``sections`` is a sequence of ``(name, payload)`` pairs (or a dict, in its order).
+
+    The output is a pure function of the inputs (same dict insertion order and section order give
+    byte-identical files).
+    """
+    header_blob = _encode_header(header)
+    sections = list(sections.items()) if isinstance(sections, Mapping) else list(sections)
+    if len(sections) > _MAX_U32:
+        raise ContainerError(f"too many sections ({len(sections)})")
+    parts: list[bytes] = [
+        _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(header_blob)),
+        header_blob,
+        _U32.pack(zlib.crc32(header_blob)),
+        _U32.pack(len(sections)),
+    ]
+    seen: set[str] = set()
+    for item in sections:
+        if not (isinstance(item, tuple) and len(item) == 2):
+            raise ContainerError("each section must be a (name, bytes) pair")
+        name, payload = item
+        if not isinstance(name, str) or not name:
+            raise ContainerError(f"section name must be a non-empty str, got {name!r}")
+        if name in seen:
+            raise ContainerError(f"duplicate section name {name!r}")
+        seen.add(name)
+        name_blob = name.encode("utf-8")
+        if len(name_blob) > 0xFFFF:
+            raise ContainerError(f"section name too long ({len(name_blob)} bytes UTF-8)")
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise ContainerError(f"section {name!r} payload must be bytes, got {type(payload).__name__}")
+        payload = bytes(payload)
+        prefix = _section_prefix(name_blob, len(payload))
+        crc = zlib.crc32(payload, zlib.crc32(prefix))
+        parts += [prefix, _U32.pack(crc), payload]
+    return b"".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------------------------
+
+
+def _sniff_foreign(data: bytes) -> str:
+    """Explain what a non-shacira file most likely is (used for the bad-magic error)."""
+    head = bytes(data[:16])
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "not a shacira file: this is a PNG image"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "not a shacira file: this is a JPEG image"
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")):
+        return (
+            "not a shacira file: this looks like a PyTorch/nerfstudio checkpoint (.ckpt, a zip archive); "
+            "run `shacira export` to make a .shac file"
+        )
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return (
+            "not a shacira file: this looks like a pickled (legacy PyTorch) checkpoint; "
+            "run `shacira export` to make a .shac file"
+        )
+    if head.startswith(b"\x93NUMPY"):
+        return "not a shacira file: this is a NumPy .npy array"
+    if head.startswith(b"\x1f\x8b"):
+        return "not a shacira file: this is a gzip archive"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "not a shacira file: this looks like a JSON/text file"
+    return "not a shacira file (bad magic bytes)"
+
+
+class _Section:
+    __slots__ = ("name", "offset", "payload_len", "payload_offset")
+
+    def __init__(self, name: str, offset: int, payload_offset: int, payload_len: int) -> None:
+        self.name = name
+        self.offset = offset
+        self.payload_offset = payload_offset
+        self.payload_len = payload_len
+
+    @property
+    def framed_bytes(self) -> int:
+        return self.payload_offset + self.payload_len - self.offset
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ContainerError(f"header has duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _parse(data: bytes | bytearray | memoryview) -> tuple[dict[str, Any], int, list[_Section]]:
+    """Validate ``data`` completely; return (header, header_region_bytes, sections)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ContainerError(f"expected bytes, got {type(data).__name__}")
+    view = memoryview(data).cast("B")
+    size = len(view)
+    if size == 0:
+        raise ContainerError("file is empty")
+    if size < len(MAGIC):
+        if MAGIC.startswith(bytes(view)):
+            raise ContainerError(f"truncated file: {size} bytes, too short for the file signature")
+        raise ContainerError(_sniff_foreign(bytes(view)))
+    if bytes(view[: len(MAGIC)]) != MAGIC:
+        raise ContainerError(_sniff_foreign(bytes(view[:16])))
+    if size < _PREFIX.size:
+        raise ContainerError(f"truncated file: file prefix needs {_PREFIX.size} bytes, {size} left")
+    _, version, reserved, header_len = _PREFIX.unpack_from(view, 0)
+    if version != FORMAT_VERSION:
+        hint = " (upgrade shacira-nerf)" if version > FORMAT_VERSION else ""
+        raise ContainerError(f"unsupported format version {version}: this build reads version {FORMAT_VERSION}{hint}")
+    if reserved != 0:
+        raise ContainerError(f"reserved field is {reserved}, expected 0 (file corrupted)")
+    pos = _PREFIX.size
+
+    def need(what: str, n: int) -> None:
+        left = size - pos
+        if n > left:
+            raise ContainerError(f"truncated file: {what} needs {n} bytes, {left} left")
+
+    need("header", header_len)
+    header_blob = view[pos : pos + header_len]
+    pos += header_len
+    need("header checksum", _U32.size)
+    (header_crc,) = _U32.unpack_from(view, pos)
+    pos += _U32.size
+    if zlib.crc32(header_blob) != header_crc:
+        raise ContainerError("header checksum mismatch")
+    try:
+        header = json.loads(bytes(header_blob).decode("utf-8"), object_pairs_hook=_reject_duplicate_keys)
+    except ContainerError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ContainerError("header is not valid JSON") from exc
+    if not isinstance(header, dict):
+        raise ContainerError(f"header is not a JSON object (got {type(header).__name__})")
+    need("section count", _U32.size)
+    (n_sections,) = _U32.unpack_from(view, pos)
+    pos += _U32.size
+    header_region = pos
+    left = size - pos
+    if n_sections * _MIN_SECTION_BYTES > left:
+        raise ContainerError(
+            f"truncated file: {n_sections} sections need at least {n_sections * _MIN_SECTION_BYTES} bytes, {left} left"
+        )
+
+    sections: list[_Section] = []
+    seen: set[str] = set()
+    for index in range(n_sections):
+        start = pos
+        need(f"section #{index} name length", _U16.size)
+        (name_len,) = _U16.unpack_from(view, pos)
+        pos += _U16.size
+        if name_len == 0:
+            raise ContainerError(f"section #{index} has an empty name (file corrupted)")
+        need(f"section #{index} name", name_len)
+        try:
+            name = bytes(view[pos : pos + name_len]).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ContainerError(f"section #{index} name is not valid UTF-8 (file corrupted)") from exc
+        pos += name_len
+        need(f"section {name!r} length", _U64.size + _U32.size)
+        (payload_len,) = _U64.unpack_from(view, pos)
+        pos += _U64.size
+        (crc,) = _U32.unpack_from(view, pos)
+        pos += _U32.size
+        need(f"section {name!r}", payload_len)
+        actual = zlib.crc32(view[pos : pos + payload_len], zlib.crc32(view[start : pos - _U32.size]))
+        if actual != crc:
+            raise ContainerError(f"checksum mismatch in section {name!r} (file corrupted)")
+        if name in seen:
+            raise ContainerError(f"duplicate section name {name!r}")
+        seen.add(name)
+        sections.append(_Section(name, start, pos, payload_len))
+        pos += payload_len
+    if pos != size:
+        raise ContainerError(f"trailing bytes after last section ({size - pos} bytes)")
+    return header, header_region, sections
+
+
+def decode_container(data: bytes | bytearray | memoryview) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Parse and fully verify container bytes; return ``(header, {name: payload})`` in file order.
+
+    Raises :class:`ContainerError` (one-line message) for every malformed input.
+    """
+    header, _, sections = _parse(data)
+    view = memoryview(data).cast("B")
+    payloads = {s.name: bytes(view[s.payload_offset : s.payload_offset + s.payload_len]) for s in sections}
+    return header, payloads
+
+
+def describe_sections(data: bytes | bytearray | memoryview) -> list[dict[str, Any]]:
+    """Per-section ``name``, ``offset`` (of its framing), ``payload_offset``, ``payload_bytes``,
+    ``framed_bytes`` (payload plus name/length/checksum framing), in file order.  Validates ``data``."""
+    return container_layout(data)["sections"]
+
+
+def container_layout(data: bytes | bytearray | memoryview) -> dict[str, Any]:
+    """Byte accounting of a (fully validated) container, e.g. for ``shacira info``.
+
+    ``header_bytes`` covers magic through the section count; ``header_bytes`` plus the sum of
+    every section's ``framed_bytes`` equals ``total_bytes == len(data)``.
+    """
+    header, header_region, sections = _parse(data)
+    return {
+        "format_version": FORMAT_VERSION,
+        "header": header,
+        "header_bytes": header_region,
+        "sections": [
+            {
+                "name": s.name,
+                "offset": s.offset,
+                "payload_offset": s.payload_offset,
+                "payload_bytes": s.payload_len,
+                "framed_bytes": s.framed_bytes,
+            }
+            for s in sections
+        ],
+        "total_bytes": len(memoryview(data).cast("B")),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+
+def _current_umask() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
+def _os_error_reason(exc: OSError) -> str:
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, FileNotFoundError):
+        return "folder does not exist"
+    if isinstance(exc, IsADirectoryError):
+        return "it is a folder"
+    return _one_line(exc.strerror or type(exc).__name__)
+
+
+def write_container(
+    path: str | os.PathLike[str], header: Mapping[str, Any], sections: Sequence[tuple[str, bytes]]
+) -> int:
+    """Encode and write a container atomically; return the number of bytes written.
+
+    The data goes to a temporary file in the destination folder, is fsync'ed, then renamed over
+    ``path`` with :func:`os.replace`, so readers never observe a half-written file.  On any
+    failure the temporary file is removed and the destination is left untouched.
+    """
+    data = encode_container(header, sections)
+    target = Path(path)
+    shown = _show_path(target)
+    folder = target.parent
+    try:
+        folder_is_dir = stat.S_ISDIR(os.stat(folder).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        folder_is_dir = False
+    except OSError as exc:
+        raise ContainerError(f"cannot write {shown}: {_os_error_reason(exc)}") from exc
+    if not folder_is_dir:
+        raise ContainerError(f"cannot write {shown}: folder does not exist")
+    try:
+        target_is_dir = stat.S_ISDIR(os.stat(target).st_mode)
+    except OSError:  # usually "does not exist yet"; anything else surfaces from mkstemp/replace below
+        target_is_dir = False
+    if target_is_dir:
+        raise ContainerError(f"cannot write {shown}: it is a folder")
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ContainerError(f"cannot write {shown}: {_os_error_reason(exc)}") from exc
+    try:
+        try:
+            os.fchmod(fd, 0o666 & ~_current_umask())
+        except (OSError, AttributeError):
+            pass
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, target)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp_name)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise ContainerError(f"cannot write {shown}: {_os_error_reason(exc)}") from exc
+        raise
+    try:  # make the rename itself durable; best effort (not supported everywhere)
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+    return len(data)
+
+
+def read_container(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Read and fully verify a container file; see :func:`decode_container`."""
+    target = Path(path)
+    shown = _show_path(target)
+    try:
+        if stat.S_ISDIR(os.stat(target).st_mode):
+            raise ContainerError(f"{shown} is a folder, not a .shac file")
+        data = target.read_bytes()
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise ContainerError(f"no such file: {shown}") from exc
+    except IsADirectoryError as exc:
+        raise ContainerError(f"{shown} is a folder, not a .shac file") from exc
+    except OSError as exc:
+        raise ContainerError(f"cannot read {shown}: {_os_error_reason(exc)}") from exc
+    return decode_container(data)
+
+
+# --------------------------------------------------------------------------------------------
+# Raw arrays
+# --------------------------------------------------------------------------------------------
+
+#: dtype code (stored in files; never renumber) -> little-endian numpy dtype.
+ARRAY_DTYPES: dict[int, np.dtype] = {
+    1: np.dtype("<f2"),
+    2: np.dtype("<f4"),
+    3: np.dtype("<f8"),
+    4: np.dtype("i1"),
+    5: np.dtype("<i2"),
+    6: np.dtype("<i4"),
+    7: np.dtype("<i8"),
+    8: np.dtype("u1"),
+    9: np.dtype("<u2"),
+    10: np.dtype("<u4"),
+    11: np.dtype("<u8"),
+}
+_DTYPE_CODES: dict[tuple[str, int], int] = {(dt.kind, dt.itemsize): code for code, dt in ARRAY_DTYPES.items()}
+_ARRAY_HEAD = struct.Struct("<BB")  # dtype code, ndim
+_MAX_NDIM = 64
+
+
+def pack_array(arr: np.ndarray) -> bytes:
+    """Serialise an array as: dtype code u8 | ndim u8 | shape u64[ndim] | little-endian C-order data.
+
+    Only the dtypes in :data:`ARRAY_DTYPES` are allowed (no objects, no pickle).
+    """
+    a = np.asarray(arr)
+    code = _DTYPE_CODES.get((a.dtype.kind, a.dtype.itemsize))
+    if code is None:
+        allowed = ", ".join(str(dt) for dt in ARRAY_DTYPES.values())
+        raise ValueError(f"cannot pack dtype {a.dtype}; allowed: {allowed}")
+    if a.ndim > _MAX_NDIM:
+        raise ValueError(f"cannot pack an array with {a.ndim} dimensions")
+    le = np.ascontiguousarray(a, dtype=ARRAY_DTYPES[code])
+    head = _ARRAY_HEAD.pack(code, a.ndim) + b"".join(_U64.pack(n) for n in a.shape)
+    return head + le.tobytes(order="C")
+
+
+def unpack_array(payload: bytes | bytearray | memoryview) -> np.ndarray:
+    """Inverse of :func:`pack_array`; validates everything and returns a writable native-order copy."""
+    view = memoryview(payload).cast("B")
+    if len(view) < _ARRAY_HEAD.size:
+        raise ContainerError(f"array payload too short ({len(view)} bytes)")
+    code, ndim = _ARRAY_HEAD.unpack_from(view, 0)
+    dtype = ARRAY_DTYPES.get(code)
+    if dtype is None:
+        raise ContainerError(f"array payload has unknown dtype code {code}")
+    if ndim > _MAX_NDIM:
+        raise ContainerError(f"array payload has {ndim} dimensions (max {_MAX_NDIM})")
+    offset = _ARRAY_HEAD.size + ndim * _U64.size
+    if len(view) < offset:
+        raise ContainerError(f"array payload too short for its {ndim}-d shape ({len(view)} bytes)")
+    shape = tuple(_U64.unpack_from(view, _ARRAY_HEAD.size + i * _U64.size)[0] for i in range(ndim))
+    count = 1
+    for n in shape:
+        count *= n
+    expected = count * dtype.itemsize
+    got = len(view) - offset
+    if expected != got:
+        raise ContainerError(
+            f"array payload size mismatch: shape {shape} {dtype.name} needs {expected} bytes, got {got}"
+        )
+    try:
+        flat = np.frombuffer(view, dtype=dtype, count=count, offset=offset)
+        return flat.astype(dtype.newbyteorder("="), copy=True).reshape(shape)
+    except (ValueError, OverflowError, MemoryError) as exc:
+        raise ContainerError(f"array payload has an unusable shape {shape}") from exc

@@ -1,0 +1,54 @@
+"""The latent decoder: a small learned map from integer latents to the features the hash grid interpolates.
+
+One affine map per level (latent_dim -> feature_dim), initialised N(0, 0.1) as in the appendix, with zero bias. Per
+level because coarse and fine levels carry different signal; it costs (latent_dim + 1) * feature_dim floats a level.
+The decoder is stored in the file as float32 and counted in the size.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+
+class LatentDecoder(nn.Module):
+    """Per-level affine decoders applied to the rows of a flat latent table.
+
+    Args:
+        num_levels: levels of the grid.
+        latent_dim: latent values per row.
+        feature_dim: decoded features per row.
+        init_std: standard deviation of the weight initialisation (the appendix's 0.1).
+    """
+
+    def __init__(self, num_levels: int, latent_dim: int, feature_dim: int, init_std: float = 0.1) -> None:
+        super().__init__()
+        if feature_dim < 1:
+            raise ValueError(f"feature_dim must be >= 1, got {feature_dim}")
+        self.weight = nn.Parameter(torch.randn(num_levels, latent_dim, feature_dim) * init_std)
+        self.bias = nn.Parameter(torch.zeros(num_levels, feature_dim))
+
+    @property
+    def feature_dim(self) -> int:
+        return self.weight.shape[-1]
+
+    def per_level(self, latents: Float[Tensor, "n levels latent_dim"]) -> Float[Tensor, "n levels_times_f"]:
+        """Decode latents already interpolated per level (level ``l`` uses decoder ``l``).
+
+        Interpolation weights sum to one, so an affine decoder commutes with interpolation: decoding the
+        interpolated latents equals interpolating the decoded table (to float rounding) while touching
+        ``latent_dim`` instead of ``feature_dim`` values per corner.
+        """
+        out = torch.einsum("nld,ldf->nlf", latents, self.weight.to(latents.dtype)) + self.bias.to(latents.dtype)
+        return out.reshape(latents.shape[0], -1)
+
+    def forward(self, latents: Float[Tensor, "rows latent_dim"], offsets: Sequence[int]) -> Float[Tensor, "rows f"]:
+        """Decode every row of the flat table; ``offsets`` (len levels + 1) delimits the levels."""
+        parts = [
+            torch.addmm(self.bias[level], latents[offsets[level] : offsets[level + 1]], self.weight[level])
+            for level in range(len(offsets) - 1)
+        ]
+        return torch.cat(parts, dim=0)

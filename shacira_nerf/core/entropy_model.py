@@ -1,0 +1,103 @@
+"""The factorized entropy model: one monotone CDF per latent dimension (appendix eqs. 1-2, Balle et al. 2018).
+
+Each latent dimension d has its own small MLP c_d: R -> (0, 1) that is monotone by construction: every layer's matrix
+goes through softplus (non-negative weights), the hidden nonlinearity is x + tanh(a) * tanh(x) with tanh(a) in
+(-1, 1) (monotone), and a sigmoid closes it. The probability of an integer k is the CDF's mass on [k - 1/2, k + 1/2]
+(eq. 2), which is also the density convolved with a unit uniform, so it is defined for the soft-rounded
+(non-integer) latents of training too.
+
+Two uses, kept apart as in CompressAI: ``likelihood`` (differentiable, for the rate term of the loss) and ``pmf``
+(float64 numbers over an integer support, from which the coder builds the integer tables stored in the file).
+
+Why not CompressAI's ``EntropyBottleneck``: its forward pass decides the quantization itself (additive noise in
+training, rounding *without* a straight-through gradient otherwise), while SHACIRA quantizes with annealed soft
+rounding / straight-through rounding and needs the likelihood of exactly those values with a gradient into the
+latents; its likelihood function is private API. The parameterization here is the same family (Balle et al. 2018).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+
+LIKELIHOOD_BOUND = 1e-9
+"""Smallest likelihood the rate term sees: bounds the bits of one latent at about 30 (keeps log2 finite)."""
+
+
+class FactorizedEntropyModel(nn.Module):
+    """Per-dimension monotone CDF MLPs.
+
+    Args:
+        channels: latent dimensions, each with its own CDF model.
+        filters: hidden widths of each CDF MLP (Balle et al. use (3, 3, 3)).
+        init_scale: initial spread of the modelled distribution (Balle et al.'s 10).
+    """
+
+    def __init__(self, channels: int, filters: Sequence[int] = (3, 3, 3), init_scale: float = 10.0) -> None:
+        super().__init__()
+        if channels < 1:
+            raise ValueError(f"entropy model needs at least one channel, got {channels}")
+        self.channels = int(channels)
+        widths = (1, *[int(f) for f in filters], 1)
+        scale = init_scale ** (1.0 / (len(widths) - 1))
+        self.matrices = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        self.factors = nn.ParameterList()
+        for i in range(len(widths) - 1):
+            init = math.log(math.expm1(1.0 / scale / widths[i + 1]))
+            self.matrices.append(nn.Parameter(torch.full((channels, widths[i + 1], widths[i]), init)))
+            self.biases.append(nn.Parameter(torch.empty(channels, widths[i + 1], 1).uniform_(-0.5, 0.5)))
+            if i < len(widths) - 2:
+                self.factors.append(nn.Parameter(torch.zeros(channels, widths[i + 1], 1)))
+
+    def logits_cdf(self, x: Float[Tensor, "channels 1 n"]) -> Float[Tensor, "channels 1 n"]:
+        """Logit of the CDF at ``x`` (one row of points per channel); monotone non-decreasing in ``x``."""
+        h = x
+        for i, (matrix, bias) in enumerate(zip(self.matrices, self.biases)):
+            h = torch.matmul(F.softplus(matrix), h) + bias
+            if i < len(self.factors):
+                h = h + torch.tanh(self.factors[i]) * torch.tanh(h)
+        return h
+
+    def cdf(self, x: Float[Tensor, "n channels"]) -> Float[Tensor, "n channels"]:
+        """The modelled CDF c_d(x) per channel (eq. 1)."""
+        return torch.sigmoid(self.logits_cdf(x.t().unsqueeze(1))).squeeze(1).t()
+
+    def likelihood(self, x: Float[Tensor, "n channels"]) -> Float[Tensor, "n channels"]:
+        """P_d(x) = c_d(x + 1/2) - c_d(x - 1/2) (eq. 2), in float32, bounded below by ``LIKELIHOOD_BOUND``.
+
+        Computed from the logits with the sign trick (subtracting in the tail where both sigmoids are close to 0, not
+        close to 1) so that far-out values keep an accurate, non-zero probability.
+        """
+        if x.shape[-1] != self.channels:
+            raise ValueError(f"expected {self.channels} latent channels, got shape {tuple(x.shape)}")
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            v = x.float().t().unsqueeze(1)
+            lower = self.logits_cdf(v - 0.5)
+            upper = self.logits_cdf(v + 0.5)
+            sign = -torch.sign(lower + upper).detach()
+            p = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower))
+            p = p.clamp_min(LIKELIHOOD_BOUND)
+        return p.squeeze(1).t()
+
+    @torch.no_grad()
+    def pmf(self, channel: int, low: int, high: int) -> np.ndarray:
+        """Float64 probabilities of the integers ``low..high`` (inclusive) under channel ``channel``.
+
+        The coder quantizes these into the integer tables that the file stores; decoding reads those integers and
+        never calls this, so a file decodes identically on any device.
+        """
+        if high < low:
+            raise ValueError(f"empty support [{low}, {high}]")
+        device = self.matrices[0].device
+        ks = torch.arange(low, high + 1, device=device, dtype=torch.float32)
+        x = torch.zeros(ks.numel(), self.channels, device=device)
+        x[:, channel] = ks
+        p = self.likelihood(x)[:, channel]
+        return p.double().cpu().numpy()

@@ -1,0 +1,1 @@
+"""Image mode: SHACIRA on a 2D grid (compress, decompress, grid visualisation)."""

@@ -1,0 +1,315 @@
+"""ShaciraModel: nerfacto with every hash grid a SHACIRA grid, and lambda x bits in the loss.
+
+nerfacto's rendering, losses and metrics are inherited unchanged; ``populate_modules`` builds the same modules as
+nerfacto's but with SHACIRA grids in the main field and in every proposal network, without the stock grids and
+without building LPIPS (see ``lpips.py``). The rate term is the estimated bits of all grids' quantized latents,
+normalised per latent as in the appendix's eq. 3: ``rate_loss = rate_lambda * total_bits / total_latents``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple, Type
+
+import numpy as np
+import torch
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.field_components.spatial_distortions import SceneContraction
+from nerfstudio.model_components.losses import MSELoss
+from nerfstudio.model_components.ray_samplers import ProposalNetworkSampler, UniformSampler
+from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer, NormalsRenderer, RGBRenderer
+from nerfstudio.model_components.scene_colliders import NearFarCollider
+from nerfstudio.model_components.shaders import NormalsShader
+from nerfstudio.models.base_model import Model
+from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
+from torch import Tensor
+from torch.nn import Parameter
+
+from shacira_nerf.core.grid import ShaciraGrid
+from shacira_nerf.core.quantizer import AnnealedQuantizer
+from shacira_nerf.core.rate import BYTES_PER_MB
+from shacira_nerf.errors import UserError
+from shacira_nerf.nerf.fields import ShaciraDensityField, ShaciraNerfactoField, make_grid
+from shacira_nerf.nerf.lpips import LazyLPIPS
+
+
+class ShaciraConfigError(UserError, ValueError):
+    """A SHACIRA config value is invalid; the message names the field."""
+
+
+@dataclass
+class ShaciraModelConfig(NerfactoModelConfig):
+    """nerfacto's model config plus SHACIRA's compression settings."""
+
+    _target: Type = field(default_factory=lambda: ShaciraModel)
+    latent_dim: int = 2
+    """Integer latents per hash-table row (the appendix uses 2 for 3D scenes)."""
+    feature_dim: int = 4
+    """Features per row and level after the decoder (the appendix uses 4 for 3D scenes)."""
+    rate_lambda: float = 1e-4
+    """Weight of the rate term: loss += rate_lambda x estimated bits per latent (appendix eq. 3); 0 disables it."""
+    anneal_fraction: float = 0.95
+    """Fraction of training with annealed soft rounding; straight-through rounding afterwards."""
+    soft_round_alpha_start: float = 1.0
+    """Soft-rounding sharpness at the first step (small: nearly the identity)."""
+    soft_round_alpha_end: float = 32.0
+    """Soft-rounding sharpness at the end of annealing (large: nearly hard rounding)."""
+    entropy_filters: Tuple[int, ...] = (3, 3, 3)
+    """Hidden widths of each per-dimension CDF MLP of the entropy model."""
+    size_update_every: int = 100
+    """Steps between updates of the size estimate in the logs and the viewer panel."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.rate_lambda >= 0, "rate_lambda", "must be >= 0", self.rate_lambda),
+            (self.latent_dim >= 1, "latent_dim", "must be >= 1", self.latent_dim),
+            (self.feature_dim >= 1, "feature_dim", "must be >= 1", self.feature_dim),
+            (0.0 <= self.anneal_fraction <= 1.0, "anneal_fraction", "must be in [0, 1]", self.anneal_fraction),
+            (self.soft_round_alpha_start > 0, "soft_round_alpha_start", "must be > 0", self.soft_round_alpha_start),
+            (
+                self.soft_round_alpha_end >= self.soft_round_alpha_start,
+                "soft_round_alpha_end",
+                "must be >= soft_round_alpha_start",
+                self.soft_round_alpha_end,
+            ),
+            (self.size_update_every >= 1, "size_update_every", "must be >= 1", self.size_update_every),
+            (self.implementation in ("tcnn", "torch"), "implementation", "must be 'tcnn' or 'torch'", self.implementation),
+            (self.num_levels >= 1, "num_levels", "must be >= 1", self.num_levels),
+            (4 <= self.log2_hashmap_size <= 26, "log2_hashmap_size", "must be in [4, 26]", self.log2_hashmap_size),
+        ]
+        for ok, name, rule, value in checks:
+            if not ok:
+                raise ShaciraConfigError(f"pipeline.model.{name} {rule}, got {value!r}")
+
+
+class ShaciraModel(NerfactoModel):
+    """nerfacto on SHACIRA grids."""
+
+    config: ShaciraModelConfig
+
+    def populate_modules(self) -> None:
+        Model.populate_modules(self)
+        cfg = self.config
+        scene_contraction = None if cfg.disable_scene_contraction else SceneContraction(order=float("inf"))
+        # One quantizer schedule shared by all grids: they anneal together.
+        self.quantizer = AnnealedQuantizer(cfg.soft_round_alpha_start, cfg.soft_round_alpha_end, cfg.anneal_fraction)
+
+        def grid(num_levels: int, base_res: int, max_res: int, log2_hashmap_size: int) -> ShaciraGrid:
+            return make_grid(
+                num_levels, base_res, max_res, log2_hashmap_size, cfg.latent_dim, cfg.feature_dim,
+                self.quantizer, cfg.implementation, tuple(cfg.entropy_filters),
+            )  # fmt: skip
+
+        self.field = ShaciraNerfactoField(
+            self.scene_box.aabb,
+            num_images=self.num_train_data,
+            grid=grid(cfg.num_levels, cfg.base_res, cfg.max_res, cfg.log2_hashmap_size),
+            hidden_dim=cfg.hidden_dim,
+            hidden_dim_color=cfg.hidden_dim_color,
+            hidden_dim_transient=cfg.hidden_dim_transient,
+            spatial_distortion=scene_contraction,
+            use_pred_normals=cfg.predict_normals,
+            use_average_appearance_embedding=cfg.use_average_appearance_embedding,
+            appearance_embedding_dim=cfg.appearance_embed_dim if cfg.use_appearance_embedding else 0,
+            average_init_density=cfg.average_init_density,
+        )
+        self.camera_optimizer = cfg.camera_optimizer.setup(num_cameras=self.num_train_data, device="cpu")
+
+        self.proposal_networks = torch.nn.ModuleList()
+        n_nets = 1 if cfg.use_same_proposal_network else cfg.num_proposal_iterations
+        for i in range(n_nets):
+            args = dict(cfg.proposal_net_args_list[min(i, len(cfg.proposal_net_args_list) - 1)])
+            self.proposal_networks.append(
+                ShaciraDensityField(
+                    self.scene_box.aabb,
+                    grid=grid(
+                        args.get("num_levels", 8), args.get("base_res", 16), args.get("max_res", 1024),
+                        args.get("log2_hashmap_size", 18),
+                    ),  # fmt: skip
+                    num_layers=args.get("num_layers", 2),
+                    hidden_dim=args.get("hidden_dim", 64),
+                    spatial_distortion=scene_contraction,
+                    use_linear=args.get("use_linear", False),
+                    average_init_density=cfg.average_init_density,
+                )
+            )
+        self.density_fns = [
+            self.proposal_networks[min(i, n_nets - 1)].density_fn for i in range(cfg.num_proposal_iterations)
+        ]
+
+        def update_schedule(step: int) -> float:
+            return np.clip(np.interp(step, [0, cfg.proposal_warmup], [0, cfg.proposal_update_every]), 1,
+                           cfg.proposal_update_every)  # fmt: skip
+
+        self.proposal_sampler = ProposalNetworkSampler(
+            num_nerf_samples_per_ray=cfg.num_nerf_samples_per_ray,
+            num_proposal_samples_per_ray=cfg.num_proposal_samples_per_ray,
+            num_proposal_network_iterations=cfg.num_proposal_iterations,
+            single_jitter=cfg.use_single_jitter,
+            update_sched=update_schedule,
+            initial_sampler=UniformSampler(single_jitter=cfg.use_single_jitter)
+            if cfg.proposal_initial_sampler == "uniform"
+            else None,
+        )
+        self.collider = NearFarCollider(near_plane=cfg.near_plane, far_plane=cfg.far_plane)
+        self.renderer_rgb = RGBRenderer(background_color=cfg.background_color)
+        self.renderer_accumulation = AccumulationRenderer()
+        self.renderer_depth = DepthRenderer(method="median")
+        self.renderer_expected_depth = DepthRenderer(method="expected")
+        self.renderer_normals = NormalsRenderer()
+        self.normals_shader = NormalsShader()
+        self.rgb_loss = MSELoss()
+        self.step = 0
+
+        from torchmetrics.functional import structural_similarity_index_measure
+        from torchmetrics.image import PeakSignalNoiseRatio
+
+        self.psnr = PeakSignalNoiseRatio(data_range=1.0)
+        self.ssim = structural_similarity_index_measure
+        self.lpips = LazyLPIPS()
+        self.last_size_estimate: Dict[str, float] = {}
+
+    # ----------------------------------------------------------------------------------------------- grids, size
+
+    @property
+    def grids(self) -> Dict[str, ShaciraGrid]:
+        """Every SHACIRA grid of the model by name: "field", "proposal_0", ... (the names used in the file)."""
+        out = {"field": self.field.grid}
+        for i, net in enumerate(self.proposal_networks):
+            out[f"proposal_{i}"] = net.grid
+        return out
+
+    def num_latents(self) -> int:
+        return sum(g.latents.num_latents for g in self.grids.values())
+
+    def rate_bits(self) -> Tensor:
+        """Differentiable estimated bits of all grids' latents as quantized now."""
+        return torch.stack([g.rate_bits() for g in self.grids.values()]).sum()
+
+    def stored_network_tensors(self) -> Dict[str, Tensor]:
+        """The float tensors a scene file stores besides the coded latents, by parameter name.
+
+        Left out: the latents (entropy-coded), the entropy models (stored as their integer tables), the camera
+        optimizer (it corrects training poses only) and the per-image appearance embeddings, of which only the mean
+        is kept: it is all that rendering a novel view uses.
+        """
+        out: Dict[str, Tensor] = {}
+        for name, p in self.named_parameters():
+            if ".latents.values" in name or ".entropy_model." in name or name.startswith("camera_optimizer."):
+                continue
+            if name == "field.embedding_appearance.embedding.weight":
+                out[name] = p.detach().mean(dim=0, keepdim=True)
+                continue
+            out[name] = p.detach()
+        return out
+
+    @torch.no_grad()
+    def estimate_size(self) -> Dict[str, float]:
+        """Estimated compressed size of the hard-rounded latents plus float32 networks (an estimate, not a file)."""
+        bits = 0.0
+        for g in self.grids.values():
+            q = torch.round(g.latents.values)
+            bits += float(-torch.log2(g.entropy_model.likelihood(q)).sum())
+        floats = sum(t.numel() for t in self.stored_network_tensors().values())
+        latents = self.num_latents()
+        estimate = {
+            "bits_per_latent": bits / max(latents, 1),
+            "latent_MB": bits / 8 / BYTES_PER_MB,
+            "network_MB": floats * 4 / BYTES_PER_MB,
+            "size_MB": (bits / 8 + floats * 4) / BYTES_PER_MB,
+            "uncompressed_grid_MB": latents * 4 / BYTES_PER_MB,
+        }
+        estimate["ratio_to_float32_grid"] = estimate["uncompressed_grid_MB"] / max(estimate["latent_MB"], 1e-12)
+        self.last_size_estimate = estimate
+        return estimate
+
+    # -------------------------------------------------------------------------------------------- training hooks
+
+    def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        """nerfacto's groups for the networks, plus one group each for latents, decoders and entropy models."""
+        groups: Dict[str, List[Parameter]] = {
+            "shacira_latents": [],
+            "shacira_decoders": [],
+            "shacira_entropy": [],
+            "fields": [],
+            "proposal_networks": [],
+        }
+        grid_params = set()
+        for g in self.grids.values():
+            groups["shacira_latents"].append(g.latents.values)
+            groups["shacira_decoders"].extend(g.decoder.parameters())
+            groups["shacira_entropy"].extend(g.entropy_model.parameters())
+            grid_params.update(id(p) for p in g.parameters())
+        groups["fields"] = [p for p in self.field.parameters() if id(p) not in grid_params]
+        groups["proposal_networks"] = [p for p in self.proposal_networks.parameters() if id(p) not in grid_params]
+        self.camera_optimizer.get_param_groups(param_groups=groups)
+        return groups
+
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        callbacks = super().get_training_callbacks(training_callback_attributes)
+        trainer = training_callback_attributes.trainer
+        max_steps = trainer.config.max_num_iterations if trainer is not None else 1
+
+        def anneal(step: int) -> None:
+            self.quantizer.set_progress(step, max_steps)
+
+        def update_size(step: int) -> None:
+            self.estimate_size()
+            self.on_size_estimate(step)
+
+        callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], anneal, 1))
+        callbacks.append(
+            TrainingCallback(
+                [TrainingCallbackLocation.AFTER_TRAIN_ITERATION], update_size, self.config.size_update_every
+            )
+        )
+        return callbacks
+
+    def on_size_estimate(self, step: int) -> None:
+        """Hook for the viewer panel (set in ``viewer_panel.py``); the logs read ``last_size_estimate``."""
+
+    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        metrics = super().get_metrics_dict(outputs, batch)
+        if self.training:
+            metrics["rate_bits"] = self.rate_bits()
+            metrics["rate_bits_per_latent"] = metrics["rate_bits"].detach() / self.num_latents()
+            for key, value in self.last_size_estimate.items():
+                metrics[f"estimate_{key}"] = value
+        return metrics
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        loss = super().get_loss_dict(outputs, batch, metrics_dict)
+        if self.training and self.config.rate_lambda > 0:
+            assert metrics_dict is not None and "rate_bits" in metrics_dict
+            loss["rate_loss"] = self.config.rate_lambda * metrics_dict["rate_bits"] / self.num_latents()
+        return loss
+
+    def get_image_metrics_and_images(
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+    ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        """nerfacto's PSNR/SSIM/LPIPS, with LPIPS left out (and the reason kept) when it cannot run offline."""
+        lpips = self.lpips
+        nan_lpips = _NaNWhenUnavailable(lpips)
+        self.lpips = nan_lpips
+        try:
+            metrics, images = super().get_image_metrics_and_images(outputs, batch)
+        finally:
+            self.lpips = lpips
+        if nan_lpips.missing:
+            metrics.pop("lpips", None)
+        return metrics, images
+
+
+class _NaNWhenUnavailable:
+    """Adapts LazyLPIPS to nerfacto's ``float(self.lpips(...))`` call; remembers whether it was unavailable."""
+
+    def __init__(self, lpips: LazyLPIPS) -> None:
+        self.lpips = lpips
+        self.missing = False
+
+    def __call__(self, preds: Tensor, target: Tensor) -> Tensor:
+        value: Optional[Tensor] = self.lpips(preds, target)
+        if value is None:
+            self.missing = True
+            return torch.tensor(float("nan"))
+        return value

@@ -1,0 +1,41 @@
+"""The shacira pipeline: nerfstudio's VanillaPipeline whose evaluation also reports the compressed size.
+
+``ns-eval`` writes whatever ``get_average_eval_image_metrics`` returns into its JSON, so the size goes there: the
+byte length of the scene file this checkpoint exports to (the coded file is built in memory, not estimated), the
+training-time estimate beside it, and a note when LPIPS could not be computed offline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Type
+
+from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+
+
+@dataclass
+class ShaciraPipelineConfig(VanillaPipelineConfig):
+    """VanillaPipelineConfig whose evaluation adds the compressed size."""
+
+    _target: Type = field(default_factory=lambda: ShaciraPipeline)
+
+
+class ShaciraPipeline(VanillaPipeline):
+    """VanillaPipeline plus the compressed size in the averaged evaluation metrics."""
+
+    def get_average_image_metrics(self, data_loader, image_prefix: str, step=None, output_path=None, get_std=False):
+        metrics = super().get_average_image_metrics(data_loader, image_prefix, step, output_path, get_std)
+        model = self.model
+        reason = getattr(getattr(model, "lpips", None), "unavailable_reason", None)
+        if "lpips" not in metrics and reason:
+            metrics["lpips_note"] = reason
+        if hasattr(model, "estimate_size"):
+            from shacira_nerf.nerf.scene_file import encode_scene
+
+            estimate = model.estimate_size()
+            metrics["size_bytes"] = len(encode_scene(model))
+            metrics["size_MB"] = metrics["size_bytes"] / 1e6
+            metrics["size_note"] = "size_bytes is the byte length of the .shac file `shacira export` writes"
+            metrics["estimate_size_MB"] = estimate["size_MB"]
+            metrics["estimate_bits_per_latent"] = estimate["bits_per_latent"]
+        return metrics
