@@ -28,6 +28,7 @@ from .container import (
     encode_container,
     pack_array,
     read_container,
+    read_file_bytes,
     unpack_array,
     write_container,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "pack_table",
     "quantize_pmf",
     "read_container",
+    "read_file_bytes",
     "table_bits",
     "unpack_array",
     "unpack_table",

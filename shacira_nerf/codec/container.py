@@ -422,21 +422,25 @@ def write_container(
     return len(data)
 
 
-def read_container(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Read and fully verify a container file; see :func:`decode_container`."""
+def read_file_bytes(path: str | os.PathLike[str]) -> bytes:
+    """A file's bytes, with one-line ContainerErrors for a missing path, a folder or an unreadable file."""
     target = Path(path)
     shown = _show_path(target)
     try:
         if stat.S_ISDIR(os.stat(target).st_mode):
             raise ContainerError(f"{shown} is a folder, not a .shac file")
-        data = target.read_bytes()
+        return target.read_bytes()
     except (FileNotFoundError, NotADirectoryError) as exc:
         raise ContainerError(f"no such file: {shown}") from exc
     except IsADirectoryError as exc:
         raise ContainerError(f"{shown} is a folder, not a .shac file") from exc
     except OSError as exc:
         raise ContainerError(f"cannot read {shown}: {_os_error_reason(exc)}") from exc
-    return decode_container(data)
+
+
+def read_container(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Read and fully verify a container file; see :func:`decode_container`."""
+    return decode_container(read_file_bytes(path))
 
 
 # --------------------------------------------------------------------------------------------

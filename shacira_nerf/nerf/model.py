@@ -31,6 +31,7 @@ from shacira_nerf.core.rate import BYTES_PER_MB
 from shacira_nerf.errors import UserError
 from shacira_nerf.nerf.fields import ShaciraDensityField, ShaciraNerfactoField, make_grid
 from shacira_nerf.nerf.lpips import LazyLPIPS
+from shacira_nerf.nerf.viewer_panel import SizePanel
 
 
 class ShaciraConfigError(UserError, ValueError):
@@ -58,6 +59,8 @@ class ShaciraModelConfig(NerfactoModelConfig):
     """Hidden widths of each per-dimension CDF MLP of the entropy model."""
     size_update_every: int = 100
     """Steps between updates of the size estimate in the logs and the viewer panel."""
+    implementation: str = "tcnn"  # type: ignore[assignment]  # a str, so that a bad value gets our one-line error
+    """Grid lookup: "tcnn" (tiny-cuda-nn when installed and on CUDA, else torch) or "torch". MLPs are always torch."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -168,6 +171,7 @@ class ShaciraModel(NerfactoModel):
         self.ssim = structural_similarity_index_measure
         self.lpips = LazyLPIPS()
         self.last_size_estimate: Dict[str, float] = {}
+        self.compression = SizePanel(cfg.rate_lambda)
 
     # ----------------------------------------------------------------------------------------------- grids, size
 
@@ -197,6 +201,8 @@ class ShaciraModel(NerfactoModel):
         for name, p in self.named_parameters():
             if ".latents.values" in name or ".entropy_model." in name or name.startswith("camera_optimizer."):
                 continue
+            if p.numel() == 0:  # nerfstudio's device_indicator_param
+                continue
             if name == "field.embedding_appearance.embedding.weight":
                 out[name] = p.detach().mean(dim=0, keepdim=True)
                 continue
@@ -205,11 +211,19 @@ class ShaciraModel(NerfactoModel):
 
     @torch.no_grad()
     def estimate_size(self) -> Dict[str, float]:
-        """Estimated compressed size of the hard-rounded latents plus float32 networks (an estimate, not a file)."""
+        """Estimated compressed size: hard-rounded latents under the entropy model, plus float32 networks.
+
+        An estimate, not a file: like the coder, it renormalises each dimension's probabilities over the integers
+        actually used ([min, max]); what it leaves out is the 16-bit quantization of the stored tables, the range
+        coder's final bytes per stream and the header (see ``shacira info`` for the file's real byte counts).
+        """
         bits = 0.0
         for g in self.grids.values():
             q = torch.round(g.latents.values)
             bits += float(-torch.log2(g.entropy_model.likelihood(q)).sum())
+            lo, hi = q.min(dim=0).values, q.max(dim=0).values
+            mass = g.entropy_model.cdf(torch.stack([hi + 0.5])) - g.entropy_model.cdf(torch.stack([lo - 0.5]))
+            bits += float((q.shape[0] * torch.log2(mass.clamp_min(1e-30))).sum())
         floats = sum(t.numel() for t in self.stored_network_tensors().values())
         latents = self.num_latents()
         estimate = {
@@ -266,7 +280,8 @@ class ShaciraModel(NerfactoModel):
         return callbacks
 
     def on_size_estimate(self, step: int) -> None:
-        """Hook for the viewer panel (set in ``viewer_panel.py``); the logs read ``last_size_estimate``."""
+        """Show the new estimate in the viewer panel (the logs read ``last_size_estimate``)."""
+        self.compression.show_estimate(self.last_size_estimate, step)
 
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
         metrics = super().get_metrics_dict(outputs, batch)

@@ -1,0 +1,176 @@
+"""Fitting an ImageField to one image: Adam on MSE + lambda x bits per latent, with quantizer annealing.
+
+The appendix trains all parameters jointly with Adam, one learning rate per kind (sec. 2): MLP 1e-3, decoder 0.01,
+latents 0.01, entropy model 1e-4. The rate term is normalised per latent as in the NeRF model (appendix eq. 3):
+``loss = MSE + rate_lambda * bits / num_latents``; the soft-rounding sharpness anneals over ``anneal_fraction`` of
+the steps, straight-through rounding after.
+
+The training pixels never change, so on the pure-torch path the hash-grid corner rows and interpolation weights of
+every pixel are computed once (``PixelCorners``) instead of at every step: the same numbers as ``ShaciraGrid.forward``
+at a fraction of the CPU time.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import Tensor
+
+from shacira_nerf.core.grid import TCNN_AVAILABLE
+from shacira_nerf.core.hash_grid import corner_indices_and_weights
+from shacira_nerf.image.field import ImageField, ImageFieldConfig, pixel_centres
+
+CORNER_CACHE_BYTES = 2 * 1024**3
+"""Largest corner cache (rows + weights of every pixel) kept for training; beyond it corners are recomputed."""
+
+ESTIMATE_EVERY = 50
+"""Steps between updates of the (estimated) bpp shown in the progress bar."""
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8 images (peak 255), over all pixels and channels; inf if they are equal."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def to_uint8(rgb: Float[Tensor, "h w 3"]) -> np.ndarray:
+    """Float RGB in [0, 1] to the uint8 image a user gets (round half to even, like torch.round)."""
+    return torch.round(rgb.clamp(0.0, 1.0) * 255.0).to(torch.uint8).cpu().numpy()
+
+
+def resolve_device(device: Union[str, torch.device]) -> torch.device:
+    """"auto" means CUDA when available, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class PixelCorners:
+    """Corner rows and interpolation weights of every training pixel at every level, computed once.
+
+    ``features(index)`` equals ``grid(pixel_centres(h, w)[index])`` on the pure-torch path (the same gather and
+    weighted sum as ``hash_grid_interpolate``, then the per-level decoder), so training is unchanged, only faster.
+    """
+
+    def __init__(self, field: ImageField, device: torch.device) -> None:
+        self.grid = field.grid
+        rows, weights = corner_indices_and_weights(pixel_centres(field.height, field.width, device), field.grid.geometry)
+        self.rows: Int[Tensor, "hw levels corners"] = rows
+        self.weights: Float[Tensor, "hw levels corners"] = weights
+
+    @staticmethod
+    def fits(field: ImageField) -> bool:
+        """Whether the cache for this image stays under ``CORNER_CACHE_BYTES`` (int64 rows + float32 weights)."""
+        per_pixel = field.config.num_levels * 4 * (8 + 4)
+        return field.height * field.width * per_pixel <= CORNER_CACHE_BYTES
+
+    def features(self, index: Optional[Tensor] = None) -> Float[Tensor, "n levels_times_f"]:
+        """Grid features of the pixels ``index`` (all pixels if None), differentiable in latents and decoder."""
+        rows = self.rows if index is None else self.rows[index]
+        weights = self.weights if index is None else self.weights[index]
+        table = self.grid.lookup_latents()
+        flat = rows.reshape(-1)
+        channels = [
+            (torch.index_select(table[:, k], 0, flat).view_as(weights) * weights).sum(-1) for k in range(table.shape[1])
+        ]
+        return self.grid.decoder.per_level(torch.stack(channels, dim=-1))
+
+
+def make_optimizer(field: ImageField) -> torch.optim.Adam:
+    """Adam with one parameter group (and learning rate) per kind of parameter, as in the appendix."""
+    cfg = field.config
+    groups = [
+        {"name": "mlp", "params": list(field.mlp.parameters()), "lr": cfg.lr_mlp},
+        {"name": "decoder", "params": list(field.grid.decoder.parameters()), "lr": cfg.lr_decoder},
+        {"name": "latents", "params": [field.grid.latents.values], "lr": cfg.lr_latents},
+        {"name": "entropy", "params": list(field.grid.entropy_model.parameters()), "lr": cfg.lr_entropy},
+    ]
+    return torch.optim.Adam(groups)
+
+
+def image_to_tensor(image: np.ndarray, device: torch.device) -> Float[Tensor, "hw 3"]:
+    """uint8 HxWx3 to float32 [0, 1] pixels, row-major (the order of ``pixel_centres``)."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a uint8 HxWx3 image, got {image.dtype} {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"image has no pixels: {image.shape}")
+    return torch.from_numpy(np.ascontiguousarray(image)).to(device).reshape(-1, 3).float() / 255.0
+
+
+def fit_image(
+    image: np.ndarray,
+    config: ImageFieldConfig,
+    steps: int = 2000,
+    device: Union[str, torch.device] = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+) -> ImageField:
+    """Fit an ImageField to a uint8 HxWx3 image; returns it in eval mode (hard-rounded latents, as stored).
+
+    Deterministic for a given seed on CPU: the initialisation runs under a forked, seeded RNG and the pixel
+    sampling uses its own seeded generator. ``progress`` shows a rich bar with the training-batch PSNR and the
+    estimated bpp (networks as float32 + latents under the entropy model; the file adds its headers).
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    device = resolve_device(device)
+    h, w = int(image.shape[0]), int(image.shape[1])
+    target = image_to_tensor(image, device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        field = ImageField(config, h, w)
+    field = field.to(device)
+    field.train()
+    optimizer = make_optimizer(field)
+    use_tcnn = field.config.implementation == "tcnn" and TCNN_AVAILABLE and device.type == "cuda"
+    corners = PixelCorners(field, device) if not use_tcnn and PixelCorners.fits(field) else None
+    coords = None if corners is not None else pixel_centres(h, w, device)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    full_batch = h * w <= field.config.batch_pixels
+    num_latents = field.num_latents()
+    rate_lambda = field.config.rate_lambda
+
+    bar = _progress_bar(progress)
+    task = bar.add_task("fitting", total=steps, psnr=float("nan"), bpp=float("nan"))
+    with bar:
+        for step in range(steps):
+            field.grid.set_progress(step, steps)
+            index = None if full_batch else torch.randint(0, h * w, (field.config.batch_pixels,), device=device, generator=generator)
+            if corners is not None:
+                rgb = field.rgb_from_features(corners.features(index))
+            else:
+                rgb = field(coords if index is None else coords[index])
+            mse = torch.mean((rgb - (target if index is None else target[index])) ** 2)
+            loss = mse
+            if rate_lambda > 0:
+                loss = loss + rate_lambda * field.grid.rate_bits() / num_latents
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if progress:
+                fields = {"psnr": -10.0 * math.log10(max(float(mse), 1e-12))}
+                if step % ESTIMATE_EVERY == 0 or step == steps - 1:
+                    fields["bpp"] = field.estimate_bits()["bpp"]
+                bar.update(task, advance=1, **fields)
+    field.grid.set_progress(steps, steps)
+    field.eval()
+    return field
+
+
+def _progress_bar(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("PSNR {task.fields[psnr]:6.2f} dB (batch)"),
+        TextColumn("bpp≈{task.fields[bpp]:.4f} (estimate)"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+    )

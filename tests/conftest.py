@@ -1,0 +1,110 @@
+"""Shared fixtures: real `ns-train shacira-tiny` runs on the bundled scene, started once per test session.
+
+Three short trainings run in parallel through nerfstudio's own trainer (a subprocess each, as a user runs them):
+- ``short``: the preset for 30 iterations (the checkpoint most tests load, export and render);
+- ``lam0`` / ``lam``: the same seed with the rate term off and on, for the test that the rate trains the latents.
+Everything runs offline on CPU with an empty torch cache (no AlexNet weights), as on CI.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCENE = REPO / "data" / "shacira-toy"
+RATE_TEST_ITERATIONS = 100
+RATE_TEST_LAMBDA = 0.01
+
+
+def offline_env(torch_home: Path) -> Dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        CUDA_VISIBLE_DEVICES="",
+        TORCH_HOME=str(torch_home),
+        WANDB_MODE="disabled",
+        PYTHONWARNINGS="ignore",
+        NO_COLOR="1",
+        COLUMNS="200",
+    )
+    return env
+
+
+def run_cli(args: List[str], env: Dict[str, str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def ns_train_args(out: Path, timestamp: str, iterations: int, *extra: str) -> List[str]:
+    return [
+        "ns-train", "shacira-tiny", "--data", str(SCENE), "--max-num-iterations", str(iterations),
+        "--vis", "tensorboard", "--output-dir", str(out), "--experiment-name", "toy", "--timestamp", timestamp,
+        *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def torch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty torch cache: LPIPS weights are absent, as on a fresh offline machine."""
+    return tmp_path_factory.mktemp("torch_home")
+
+
+@pytest.fixture(scope="session")
+def env(torch_home: Path) -> Dict[str, str]:
+    return offline_env(torch_home)
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory: pytest.TempPathFactory, env: Dict[str, str]) -> Dict[str, Path]:
+    out = tmp_path_factory.mktemp("outputs")
+    jobs = {
+        "short": ns_train_args(out, "short", 30),
+        "lam0": ns_train_args(out, "lam0", RATE_TEST_ITERATIONS, "--pipeline.model.rate-lambda", "0"),
+        "lam": ns_train_args(out, "lam", RATE_TEST_ITERATIONS, "--pipeline.model.rate-lambda", str(RATE_TEST_LAMBDA)),
+    }
+    procs = {}
+    for name, args in jobs.items():
+        log = open(out / f"{name}.log", "w")
+        procs[name] = (subprocess.Popen(args, env=env, cwd=out, stdout=log, stderr=subprocess.STDOUT), log)
+    runs = {}
+    for name, (proc, log) in procs.items():
+        rc = proc.wait(timeout=1200)
+        log.close()
+        text = (out / f"{name}.log").read_text()
+        assert rc == 0, f"ns-train {name} failed (exit {rc}):\n{text[-4000:]}"
+        runs[name] = out / "toy" / "shacira-tiny" / name
+    runs["root"] = out
+    return runs
+
+
+@pytest.fixture(scope="session")
+def short_run(trained_runs: Dict[str, Path]) -> Path:
+    return trained_runs["short"]
+
+
+@pytest.fixture(scope="session")
+def exported_scene(short_run: Path, env: Dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`shacira export` of the short run, through the console script."""
+    path = tmp_path_factory.mktemp("export") / "scene.shac"
+    result = run_cli(
+        ["shacira", "export", "--load-config", str(short_run / "config.yml"), "--output-path", str(path)], env, REPO
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return path
+
+
+@pytest.fixture(scope="session")
+def loaded_checkpoint(short_run: Path):
+    """The short run's pipeline, loaded by nerfstudio's eval_setup on CPU (torch >= 2.6 checkpoint reload)."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    _, pipeline, ckpt, step = eval_setup(short_run / "config.yml", test_mode="inference")
+    return pipeline
+
+
+PYTHON = sys.executable

@@ -1,0 +1,107 @@
+"""`ns-train shacira-tiny` through nerfstudio's trainer: checkpoints, falling loss, the rate term, the built model."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Dict
+
+import pytest
+import torch
+from conftest import REPO, SCENE, run_cli
+
+from shacira_nerf.core.grid import ShaciraGrid
+
+
+def _scalars(run: Path, tag: str):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def test_tiny_preset_trains_and_writes_a_checkpoint(short_run: Path) -> None:
+    ckpts = sorted((short_run / "nerfstudio_models").glob("step-*.ckpt"))
+    assert ckpts and ckpts[-1].name == "step-000000029.ckpt"
+    loss = _scalars(short_run, "Train Loss")
+    assert len(loss) >= 3
+    assert loss[-1][1] < loss[0][1]
+    rgb = _scalars(short_run, "Train Loss Dict/rgb_loss")
+    assert rgb[-1][1] < 0.8 * rgb[0][1]
+
+
+def test_training_logs_the_size_estimate(short_run: Path) -> None:
+    size = _scalars(short_run, "Train Metrics Dict/estimate_size_MB")
+    bits = _scalars(short_run, "Train Metrics Dict/estimate_bits_per_latent")
+    assert size and bits and 0 < size[-1][1] < 10 and 0 < bits[-1][1] < 32
+
+
+def test_rate_term_trains_the_latents(trained_runs: Dict[str, Path]) -> None:
+    """Same seed, lambda = 0 vs lambda > 0: the rate (bits of the rounded latents) ends clearly lower with lambda."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    bits = {}
+    for name in ("lam0", "lam"):
+        _, pipeline, _, _ = eval_setup(trained_runs[name] / "config.yml", test_mode="inference")
+        bits[name] = pipeline.model.estimate_size()["bits_per_latent"]
+    assert bits["lam"] < 0.8 * bits["lam0"], bits
+    rate = {name: _scalars(trained_runs[name], "Train Metrics Dict/rate_bits_per_latent") for name in ("lam0", "lam")}
+    assert rate["lam"][-1][1] < rate["lam0"][-1][1]
+
+
+def test_every_hash_grid_is_a_shacira_grid(loaded_checkpoint) -> None:
+    from nerfstudio.field_components.encodings import HashEncoding
+
+    model = loaded_checkpoint.model
+    assert isinstance(model.field.mlp_base[0], ShaciraGrid)
+    assert len(model.proposal_networks) == model.config.num_proposal_iterations == 2
+    for net in model.proposal_networks:
+        assert isinstance(net.encoding, ShaciraGrid) and isinstance(net.mlp_base[0], ShaciraGrid)
+    grids = [m for m in model.modules() if isinstance(m, ShaciraGrid)]
+    assert len({id(g) for g in grids}) == 3
+    assert not [m for m in model.modules() if isinstance(m, HashEncoding)]
+    names = [n for n, _ in model.named_parameters()]
+    assert not [n for n in names if "hash_table" in n]
+
+
+def test_checkpoint_reloads_under_torch_weights_only(short_run: Path) -> None:
+    """nerfstudio 1.1.5 calls torch.load without weights_only; the plugin makes its checkpoints load safely."""
+    import shacira_nerf.nerf  # noqa: F401 - registers the numpy globals
+
+    ckpt = sorted((short_run / "nerfstudio_models").glob("*.ckpt"))[-1]
+    state = torch.load(ckpt, map_location="cpu")  # torch >= 2.6: weights_only=True by default
+    assert "pipeline" in state and state["step"] == 29
+
+
+@pytest.mark.parametrize(
+    "flag,value,field",
+    [
+        ("--pipeline.model.rate-lambda", "-1", "rate_lambda"),
+        ("--pipeline.model.latent-dim", "0", "latent_dim"),
+        ("--pipeline.model.implementation", "cuda-magic", "implementation"),
+    ],
+)
+def test_bad_config_values_fail_at_start_naming_the_field(flag: str, value: str, field: str, env, tmp_path) -> None:
+    result = run_cli(
+        ["ns-train", "shacira-tiny", "--data", str(SCENE), flag, value, "--output-dir", str(tmp_path)], env, REPO, 300
+    )
+    assert result.returncode != 0
+    assert f"pipeline.model.{field}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_missing_data_folder_is_one_line(env, tmp_path) -> None:
+    result = run_cli(
+        ["ns-train", "shacira-tiny", "--data", str(tmp_path / "nope"), "--output-dir", str(tmp_path / "o")], env, REPO,
+        300,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"error: --data {tmp_path / 'nope'}: no such folder"
+
+
+def test_methods_are_registered() -> None:
+    result = subprocess.run(["ns-train", "--help"], capture_output=True, text=True, timeout=300)
+    assert "shacira-tiny" in result.stdout and "shacira " in result.stdout

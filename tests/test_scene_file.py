@@ -1,0 +1,221 @@
+"""The compressed scene file: export, info, load, render equality, determinism, estimate agreement, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, run_cli
+
+from shacira_nerf.codec import ContainerError, container_layout, decode_container, encode_container
+from shacira_nerf.nerf.scene_file import decode_scene, encode_scene, load_scene
+from shacira_nerf.report import file_report
+
+
+def test_info_json_total_equals_file_length(exported_scene: Path, env) -> None:
+    result = run_cli(["shacira", "info", str(exported_scene), "--json"], env, REPO, 120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["total_bytes"] == os.path.getsize(exported_scene)
+    assert report["checksums"] == "ok"
+    assert sum(report["bytes_by_kind"].values()) == report["total_bytes"]
+    assert report["ratio_to_float32_grid"] > 1 and report["bits_per_latent"] > 0
+    text = run_cli(["shacira", "info", str(exported_scene)], env, REPO, 120)
+    assert text.returncode == 0 and f"{os.path.getsize(exported_scene):,} bytes" in text.stdout
+    assert "estimate" in text.stdout
+
+
+def test_decoded_latents_are_bit_identical_and_renders_equal(exported_scene: Path, loaded_checkpoint) -> None:
+    trained = loaded_checkpoint.model.eval()
+    loaded = load_scene(exported_scene, "cpu")
+    assert loaded.file_bytes == os.path.getsize(exported_scene)
+    for name, grid in trained.grids.items():
+        assert torch.equal(grid.integer_latents(), loaded.model.grids[name].integer_latents()), name
+    cameras = loaded_checkpoint.datamanager.train_dataset.cameras
+    assert loaded.cameras is not None and len(loaded.cameras) == len(cameras)
+    assert torch.allclose(loaded.cameras.camera_to_worlds, cameras.camera_to_worlds)
+    for i in (0, 7):
+        with torch.no_grad():
+            a = trained.get_outputs_for_camera(cameras[i : i + 1])["rgb"]
+            b = loaded.model.get_outputs_for_camera(cameras[i : i + 1])["rgb"]
+        assert torch.equal(a, b)
+
+
+def test_export_is_deterministic(exported_scene: Path, loaded_checkpoint, short_run: Path) -> None:
+    from shacira_nerf.nerf.commands import dataparser_transform
+
+    again = encode_scene(
+        loaded_checkpoint.model,
+        loaded_checkpoint.datamanager.train_dataset.cameras,
+        dataparser_transform(short_run / "config.yml"),
+    )
+    assert again == exported_scene.read_bytes()
+
+
+def test_coded_latents_match_the_training_estimate(exported_scene: Path) -> None:
+    """Coded latent bytes within 2% of the estimate (documented overhead: range-coder flush, 4 bytes/stream)."""
+    data = exported_scene.read_bytes()
+    header, _ = decode_container(data)
+    layout = container_layout(data)
+    latent_sections = [s for s in layout["sections"] if "/latents/" in s["name"]]
+    coded = sum(s["payload_bytes"] for s in latent_sections)
+    estimate_bytes = header["estimate"]["latent_MB"] * 1e6
+    overhead = 4 * sum(g["latent_dim"] for g in header["grids"].values()) * len(latent_sections)
+    assert abs(coded - estimate_bytes) <= 0.02 * estimate_bytes + overhead, (coded, estimate_bytes)
+    shannon = sum(g["shannon_bits"] for g in header["grids"].values()) / 8
+    assert shannon <= coded <= shannon * 1.01 + overhead
+
+
+def test_file_decodes_without_dataset_or_checkpoint(exported_scene: Path, tmp_path: Path, env) -> None:
+    """`shacira render` from a copy of the file alone, in a folder with nothing else."""
+    alone = tmp_path / "copy.shac"
+    shutil.copy(exported_scene, alone)
+    out = tmp_path / "frames"
+    result = run_cli(["shacira", "render", str(alone), "--output-path", str(out), "--max-frames", "2"], env, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    frames = sorted(out.glob("*.png"))
+    assert len(frames) == 2
+    from PIL import Image
+
+    img = np.asarray(Image.open(frames[0]))
+    assert img.shape == (64, 64, 3) and img.std() > 5  # not a blank frame
+
+
+def test_render_camera_path_json(exported_scene: Path, tmp_path: Path, env) -> None:
+    c2w = np.eye(4)
+    c2w[:3, 3] = [0.0, -4.0, 0.0]
+    c2w[:3, :3] = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]]).T  # looking along +y towards the origin
+    spec = {
+        "render_height": 32, "render_width": 32, "seconds": 1, "fps": 2,
+        "camera_path": [{"camera_to_world": c2w.flatten().tolist(), "fov": 50, "aspect": 1}] * 2,
+    }  # fmt: skip
+    path = tmp_path / "path.json"
+    path.write_text(json.dumps(spec))
+    result = run_cli(
+        ["shacira", "render", str(exported_scene), "--camera-path", str(path), "--output-path", str(tmp_path / "o")],
+        env, REPO,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(list((tmp_path / "o").glob("*.png"))) == 2
+
+
+# ------------------------------------------------------------------------------------------------------ bad input
+
+
+def _bad_inputs(tmp_path: Path, good: bytes) -> dict:
+    header, sections = decode_container(good)
+    newer = bytearray(good)
+    struct.pack_into("<H", newer, 8, 99)
+    ckpt = tmp_path / "model.ckpt"
+    with zipfile.ZipFile(ckpt, "w") as z:
+        z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+    png = tmp_path / "image.png"
+    from PIL import Image
+
+    Image.new("RGB", (4, 4)).save(png)
+    image_kind = encode_container({**header, "kind": "image"}, list(sections.items()))
+    files = {
+        "empty": b"",
+        "wrong magic": b"NOTSHAC!" + good[8:],
+        "newer version": bytes(newer),
+        "truncated": good[: len(good) // 2],
+        "flipped bit": good[:5000] + bytes([good[5000] ^ 0x10]) + good[5001:],
+        "image file": image_kind,
+    }
+    paths = {"png": png, "ckpt": ckpt}
+    for name, data in files.items():
+        p = tmp_path / f"{name.replace(' ', '_')}.shac"
+        p.write_bytes(data)
+        paths[name] = p
+    paths["missing"] = tmp_path / "missing.shac"
+    paths["folder"] = tmp_path
+    return paths
+
+
+EXPECTED = {
+    "empty": "file is empty",
+    "wrong magic": "bad magic",
+    "newer version": "unsupported format version 99",
+    "truncated": "truncated",
+    "flipped bit": "checksum mismatch",
+    "image file": "not a scene file",
+    "png": "PNG",
+    "ckpt": "checkpoint",
+    "missing": "no such file",
+    "folder": "is a folder",
+}
+
+
+def test_bad_files_give_one_line_errors_in_process(exported_scene: Path, tmp_path: Path) -> None:
+    paths = _bad_inputs(tmp_path, exported_scene.read_bytes())
+    for name, path in paths.items():
+        with pytest.raises(ContainerError) as info:
+            load_scene(path)
+        message = str(info.value)
+        assert "\n" not in message and EXPECTED[name] in message, (name, message)
+
+
+@pytest.mark.parametrize("command", ["info", "render", "view"])
+def test_bad_files_give_one_line_errors_on_the_command_line(command: str, exported_scene: Path, tmp_path, env) -> None:
+    paths = _bad_inputs(tmp_path, exported_scene.read_bytes())
+    for name in ("empty", "png", "ckpt", "truncated", "missing") if command != "info" else paths:
+        args = ["shacira", command, str(paths[name])]
+        if command == "render":
+            args += ["--output-path", str(tmp_path / "frames")]
+        result = run_cli(args, env, tmp_path, 120)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1, (name, result.stderr[-1500:])
+        assert "Traceback" not in result.stderr and lines[-1].startswith("error: "), (name, result.stderr[-1500:])
+        assert EXPECTED[name] in lines[-1], (name, lines[-1])
+    assert not (tmp_path / "frames").exists()
+
+
+def test_export_to_missing_folder_fails_before_work(short_run: Path, tmp_path: Path, env) -> None:
+    target = tmp_path / "no" / "such" / "scene.shac"
+    result = run_cli(["shacira", "export", "--load-config", str(short_run / "config.yml"), "--output-path",
+                      str(target)], env, REPO, 120)  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: cannot write")
+    assert not target.parent.exists()
+    bad = run_cli(["shacira", "export", "--load-config", str(tmp_path / "nope.yml"), "--output-path",
+                   str(tmp_path / "x.shac")], env, REPO, 120)  # fmt: skip
+    assert bad.returncode == 1 and "no such file" in bad.stderr and not (tmp_path / "x.shac").exists()
+
+
+def test_fuzz_truncations_and_bit_flips(exported_scene: Path) -> None:
+    """3000 seeded corruptions of a real file: each errors cleanly (ContainerError); none decodes to a model."""
+    good = exported_scene.read_bytes()
+    rng = np.random.default_rng(1234)
+    header_end = container_layout(good)["header_bytes"]
+    outcomes = {"error": 0}
+    for case in range(3000):
+        data = bytearray(good)
+        if case % 3 == 0:
+            # Truncations: every byte of the header region, then random offsets.
+            cut = case // 3 if case // 3 < header_end else int(rng.integers(0, len(good)))
+            data = data[:cut]
+        else:
+            for _ in range(int(rng.integers(1, 4))):
+                pos = int(rng.integers(0, len(good)))
+                data[pos] ^= 1 << int(rng.integers(0, 8))
+        try:
+            decode_scene(bytes(data))
+        except ContainerError as exc:
+            assert "\n" not in str(exc)
+            outcomes["error"] += 1
+        else:
+            raise AssertionError(f"corruption case {case} decoded without error")
+    assert outcomes["error"] == 3000
+
+
+def test_report_of_real_file(exported_scene: Path) -> None:
+    report = file_report(exported_scene.read_bytes())
+    assert report["kind"] == "nerfstudio-scene"
+    assert report["bytes_by_kind"]["latents"] > report["bytes_by_kind"]["entropy_tables"]
