@@ -68,6 +68,8 @@ class ImageFieldConfig:
     """Adam learning rate of the latents (appendix: 0.01 for Kodak, 0.1 for larger images)."""
     lr_entropy: float = 1e-4
     """Adam learning rate of the entropy model (appendix: 1e-4, following LilNetX)."""
+    entropy_refit_steps: int = 500
+    """Steps fitting the entropy model alone to the final integer latents (the file's tables come from it)."""
     batch_pixels: int = 2**16
     """Pixels per training step: the whole image when it has at most this many, else a random sample."""
     implementation: Literal["tcnn", "torch"] = "tcnn"
@@ -88,6 +90,7 @@ class ImageFieldConfig:
             (self.soft_round_alpha_start > 0, "soft_round_alpha_start", "must be > 0"),
             (self.soft_round_alpha_end >= self.soft_round_alpha_start, "soft_round_alpha_end", "must be >= start"),
             (self.batch_pixels >= 1, "batch_pixels", "must be >= 1"),
+            (self.entropy_refit_steps >= 0, "entropy_refit_steps", "must be >= 0"),
             (self.implementation in ("tcnn", "torch"), "implementation", "must be 'tcnn' or 'torch'"),
         ]
         for ok, name, rule in checks:

@@ -1,0 +1,153 @@
+"""A fitted ImageField <-> a compressed image file (the same ``.shac`` container as scenes, header kind "image").
+
+What the file holds:
+- header: ``kind: "image"``, the image size, the field's architecture settings (everything needed to rebuild the
+  modules), the grid's coder header under ``grids.grid`` (what ``shacira info`` sums), the list of network tensors
+  and the training-time size estimate;
+- ``grid/table/<d>`` and ``grid/latents/<level>``: integer probability tables and range-coded latents
+  (``bitstream.py``);
+- ``network/<name>``: the latent decoder and the RGB MLP as float32 arrays (``pack_array``; nothing is pickled).
+
+Decoding rebuilds the field in eval mode with the decoded integer latents; its rendering equals the trained field's
+eval rendering bit for bit on the same device (same integers, same float32 weights, same code path). The entropy
+model is not stored: its integer tables are, and decoding never evaluates it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Dict, List, Tuple, Union
+
+import numpy as np
+import torch
+
+from shacira_nerf import __version__
+from shacira_nerf.bitstream import decode_grid, encode_grid
+from shacira_nerf.codec import (
+    CODER_NAME,
+    ContainerError,
+    decode_container,
+    encode_container,
+    pack_array,
+    read_file_bytes,
+    unpack_array,
+    write_container,
+)
+from shacira_nerf.image.field import ARCHITECTURE_FIELDS, ImageConfigError, ImageField, ImageFieldConfig
+
+IMAGE_KIND = "image"
+"""Header ``kind`` of image files (scene files say "nerfstudio-scene")."""
+
+GRID_NAME = "grid"
+"""Name (section prefix and ``grids`` key) of the image's one grid."""
+
+MAX_SIDE = 2**20
+"""Largest image side a header may claim (guards the rebuild against absurd sizes in damaged files)."""
+
+
+def config_to_json(config: ImageFieldConfig) -> Dict[str, Any]:
+    """The architecture settings (what rebuilds the modules) and the rate weight it was trained with."""
+    out: Dict[str, Any] = {}
+    for name in (*ARCHITECTURE_FIELDS, "rate_lambda"):
+        value = getattr(config, name)
+        out[name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def config_from_json(values: Dict[str, Any]) -> ImageFieldConfig:
+    """Rebuild the config; unknown keys (a newer writer) are an error, missing ones take defaults."""
+    if not isinstance(values, dict):
+        raise ContainerError("image header 'field' is not an object")
+    known = {f.name for f in dataclasses.fields(ImageFieldConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ContainerError(f"image header has unknown field settings {unknown} (written by a newer shacira-nerf?)")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        return ImageFieldConfig(**kwargs)
+    except ImageConfigError as exc:
+        raise ContainerError(f"image header has an invalid setting: {exc}") from None
+
+
+def _header_and_sections(field: ImageField) -> Tuple[Dict[str, Any], List[Tuple[str, bytes]]]:
+    grid_header, sections = encode_grid(field.grid, GRID_NAME)
+    networks = {}
+    for name, tensor in field.network_tensors().items():
+        arr = tensor.detach().float().cpu().numpy()
+        networks[name] = list(arr.shape)
+        sections.append((f"network/{name}", pack_array(arr)))
+    estimate = field.estimate_bits()
+    header = {
+        "kind": IMAGE_KIND,
+        "producer": f"shacira-nerf {__version__}",
+        "image": {"height": field.height, "width": field.width, "channels": 3},
+        "field": config_to_json(field.config),
+        "coder": CODER_NAME,
+        "grids": {GRID_NAME: grid_header},
+        "networks": networks,
+        "estimate": {
+            "bpp": round(estimate["bpp"], 6),
+            "size_MB": round((estimate["latent_bits"] + estimate["network_bits"]) / 8e6, 9),
+        },
+    }
+    return header, sections
+
+
+def encode_image_file(field: ImageField) -> bytes:
+    """The image file's bytes (deterministic: the same field gives the same bytes)."""
+    header, sections = _header_and_sections(field)
+    return encode_container(header, sections)
+
+
+def write_image_file(field: ImageField, path: Union[str, Path]) -> int:
+    """Write the image file atomically (temporary file, then rename); returns its byte length."""
+    header, sections = _header_and_sections(field)
+    return write_container(path, header, sections)
+
+
+def decode_image_file(data: bytes, device: Union[str, torch.device] = "cpu") -> ImageField:
+    """Rebuild the field from an image file's bytes, in eval mode (raises a one-line ContainerError on bad input)."""
+    header, sections = decode_container(data)
+    kind = header.get("kind")
+    if kind != IMAGE_KIND:
+        hint = " (a scene: use `shacira render` or `shacira view`)" if kind == "nerfstudio-scene" else ""
+        raise ContainerError(f"not an image file: it holds {kind!r}{hint}")
+    try:
+        height, width = int(header["image"]["height"]), int(header["image"]["width"])
+        if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
+            raise ContainerError(f"image header has an invalid size {height}x{width}")
+        config = config_from_json(header["field"])
+        if config.max_res < 1:
+            raise ContainerError("image header has no resolved max_res")
+        field = ImageField(config, height, width)
+        grid_header = header["grids"][GRID_NAME]
+        if grid_header["geometry"] != field.grid.geometry.to_dict():
+            raise ContainerError("grid geometry in the header does not match the field settings")
+        if int(grid_header["latent_dim"]) != config.latent_dim:
+            raise ContainerError("grid latent_dim in the header does not match the field settings")
+        ints = decode_grid(grid_header, sections, GRID_NAME, field.grid.geometry.level_sizes)
+        field.grid.latents.load_integers(torch.from_numpy(ints))
+        expected = field.network_tensors()
+        if set(header["networks"]) != set(expected):
+            raise ContainerError("network tensors listed in the header do not match the field settings")
+        with torch.no_grad():
+            for name, reference in expected.items():
+                arr = unpack_array(sections.get(f"network/{name}", b""))
+                if arr.dtype != np.float32 or tuple(arr.shape) != tuple(reference.shape):
+                    raise ContainerError(
+                        f"network tensor '{name}' is {arr.dtype} {arr.shape}, expected float32 {tuple(reference.shape)}"
+                    )
+                reference.copy_(torch.from_numpy(arr))
+    except ContainerError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ContainerError(f"malformed image header or section: {type(exc).__name__}: {exc}") from None
+    field = field.to(device)
+    field.eval()
+    return field
+
+
+def read_image_file(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> ImageField:
+    """Read and decode an image file."""
+    return decode_image_file(read_file_bytes(path), device)
