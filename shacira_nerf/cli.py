@@ -135,9 +135,9 @@ def main(argv: Optional[list] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         if args[:1] == ["image"]:
-            command = tyro.cli(_image_commands(), args=args[1:], prog="shacira image", config=(tyro.conf.FlagConversionOff,))
+            command = tyro.cli(_image_commands(), args=args[1:], prog="shacira image")
         else:
-            command = tyro.cli(_commands(), args=args, prog="shacira", config=(tyro.conf.FlagConversionOff,),
+            command = tyro.cli(_commands(), args=args, prog="shacira",
                                description="shacira: SHACIRA-compressed radiance fields (and images). "
                                "Image mode: `shacira image compress|decompress|grid --help`.")  # fmt: skip
         command.main()

@@ -18,7 +18,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCENE = REPO / "data" / "shacira-toy"
-RATE_TEST_ITERATIONS = 100
+RATE_TEST_ITERATIONS = 80
 RATE_TEST_LAMBDA = 0.01
 
 
@@ -66,10 +66,13 @@ def trained_runs(tmp_path_factory: pytest.TempPathFactory, env: Dict[str, str]) 
         "lam0": ns_train_args(out, "lam0", RATE_TEST_ITERATIONS, "--pipeline.model.rate-lambda", "0"),
         "lam": ns_train_args(out, "lam", RATE_TEST_ITERATIONS, "--pipeline.model.rate-lambda", str(RATE_TEST_LAMBDA)),
     }
+    # One thread each: three processes share the CPU cores without oversubscribing them (torch's OpenMP threads
+    # spin-wait, and oversubscription slows each step several-fold).
+    single = {**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     procs = {}
     for name, args in jobs.items():
         log = open(out / f"{name}.log", "w")
-        procs[name] = (subprocess.Popen(args, env=env, cwd=out, stdout=log, stderr=subprocess.STDOUT), log)
+        procs[name] = (subprocess.Popen(args, env=single, cwd=out, stdout=log, stderr=subprocess.STDOUT), log)
     runs = {}
     for name, (proc, log) in procs.items():
         rc = proc.wait(timeout=1200)

@@ -43,7 +43,7 @@ steady = sorted(e.value for e in it if e.step >= 0.2 * last)
 total = [e.value for e in acc.Scalars("Train Total (time)")] if "Train Total (time)" in acc.Tags()["scalars"] else []
 ev = json.load(open(f"{out}/{name}.eval.json"))["results"]
 row = {"name": name, "method": method, "iterations": int(iters), "psnr": ev["psnr"], "ssim": ev["ssim"],
-       "lpips": ev.get("lpips"), "seconds_per_iter": steady[len(steady) // 2] / 1000.0,
+       "lpips": ev.get("lpips"), "seconds_per_iter": steady[len(steady) // 2],
        "train_seconds": (total[-1] if total else float(t1) - float(t0)), "command": command,
        "gpu": torch.cuda.get_device_name(0), "eval": ev}
 ck = sorted(glob.glob(f"{run}/nerfstudio_models/*.ckpt"))[-1]

@@ -45,6 +45,9 @@ GRID_NAME = "grid"
 MAX_SIDE = 2**20
 """Largest image side a header may claim (guards the rebuild against absurd sizes in damaged files)."""
 
+_SETTING_LIMITS = {"num_levels": 64, "latent_dim": 64, "feature_dim": 64, "hidden_dim": 4096, "num_hidden_layers": 64}
+"""Largest values a header may claim for settings that size the modules built before the sections are checked."""
+
 
 def config_to_json(config: ImageFieldConfig) -> Dict[str, Any]:
     """The architecture settings (what rebuilds the modules) and the rate weight it was trained with."""
@@ -118,6 +121,9 @@ def decode_image_file(data: bytes, device: Union[str, torch.device] = "cpu") -> 
         if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
             raise ContainerError(f"image header has an invalid size {height}x{width}")
         config = config_from_json(header["field"])
+        for name, limit in _SETTING_LIMITS.items():
+            if getattr(config, name) > limit:
+                raise ContainerError(f"image header has {name} = {getattr(config, name)} (at most {limit} supported)")
         if config.max_res < 1:
             raise ContainerError("image header has no resolved max_res")
         field = ImageField(config, height, width)
@@ -133,7 +139,9 @@ def decode_image_file(data: bytes, device: Union[str, torch.device] = "cpu") -> 
             raise ContainerError("network tensors listed in the header do not match the field settings")
         with torch.no_grad():
             for name, reference in expected.items():
-                arr = unpack_array(sections.get(f"network/{name}", b""))
+                if f"network/{name}" not in sections:
+                    raise ContainerError(f"file is missing section 'network/{name}'")
+                arr = unpack_array(sections[f"network/{name}"])
                 if arr.dtype != np.float32 or tuple(arr.shape) != tuple(reference.shape):
                     raise ContainerError(
                         f"network tensor '{name}' is {arr.dtype} {arr.shape}, expected float32 {tuple(reference.shape)}"

@@ -34,6 +34,10 @@ ESTIMATE_EVERY = 50
 REFIT_LR = 1e-2
 """Adam learning rate of the entropy-model refit on the final integer latents."""
 
+REFIT_CHECK_EVERY = 50
+REFIT_TOLERANCE = 1e-4
+"""The refit stops early when ``REFIT_CHECK_EVERY`` steps saved less than this fraction of the bits."""
+
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB of two uint8 images (peak 255), over all pixels and channels; inf if they are equal."""
@@ -47,7 +51,7 @@ def to_uint8(rgb: Float[Tensor, "h w 3"]) -> np.ndarray:
 
 
 def resolve_device(device: Union[str, torch.device]) -> torch.device:
-    """"auto" means CUDA when available, else CPU."""
+    """A torch device; "auto" means CUDA when available, else CPU."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -62,7 +66,9 @@ class PixelCorners:
 
     def __init__(self, field: ImageField, device: torch.device) -> None:
         self.grid = field.grid
-        rows, weights = corner_indices_and_weights(pixel_centres(field.height, field.width, device), field.grid.geometry)
+        rows, weights = corner_indices_and_weights(
+            pixel_centres(field.height, field.width, device), field.grid.geometry
+        )
         self.rows: Int[Tensor, "hw levels corners"] = rows
         self.weights: Float[Tensor, "hw levels corners"] = weights
 
@@ -102,7 +108,7 @@ def image_to_tensor(image: np.ndarray, device: torch.device) -> Float[Tensor, "h
         raise ValueError(f"expected a uint8 HxWx3 image, got {image.dtype} {image.shape}")
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"image has no pixels: {image.shape}")
-    return torch.from_numpy(np.ascontiguousarray(image)).to(device).reshape(-1, 3).float() / 255.0
+    return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).to(device).reshape(-1, 3).float() / 255.0
 
 
 def fit_image(
@@ -144,7 +150,11 @@ def fit_image(
     with bar:
         for step in range(steps):
             field.grid.set_progress(step, steps)
-            index = None if full_batch else torch.randint(0, h * w, (field.config.batch_pixels,), device=device, generator=generator)
+            index = (
+                None
+                if full_batch
+                else torch.randint(0, h * w, (field.config.batch_pixels,), device=device, generator=generator)
+            )
             if corners is not None:
                 rgb = field.rgb_from_features(corners.features(index))
             else:
@@ -157,7 +167,7 @@ def fit_image(
             loss.backward()
             optimizer.step()
             if progress:
-                fields = {"psnr": -10.0 * math.log10(max(float(mse), 1e-12))}
+                fields = {"psnr": -10.0 * math.log10(max(float(mse.detach()), 1e-12))}
                 if step % ESTIMATE_EVERY == 0 or step == steps - 1:
                     fields["bpp"] = field.estimate_bits()["bpp"]
                 bar.update(task, advance=1, **fields)
@@ -200,9 +210,15 @@ def refit_entropy_model(field: ImageField, steps: int, lr: float = REFIT_LR) -> 
     histogram = latent_histogram(field)
     model = field.grid.entropy_model
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    checkpoint = math.inf
     with torch.enable_grad():
-        for _ in range(steps):
+        for step in range(steps):
             loss = histogram_bits(field, histogram)
+            if step % REFIT_CHECK_EVERY == 0:  # stop once the bits no longer drop noticeably
+                bits = float(loss.detach())
+                if bits > checkpoint * (1.0 - REFIT_TOLERANCE):
+                    break
+                checkpoint = bits
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

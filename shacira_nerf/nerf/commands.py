@@ -37,11 +37,13 @@ def load_trained_pipeline(load_config: Path, data: Optional[Path] = None):
     def patch(config):
         if not str(getattr(config, "method_name", "")).startswith("shacira"):
             raise UserError(f"{load_config} is a '{config.method_name}' run, not a shacira run")
-        dp = config.pipeline.datamanager.dataparser
+        dm = config.pipeline.datamanager
         if data is not None:
-            dp.data = data
-        if not Path(dp.data).exists():
-            raise UserError(f"dataset {dp.data} (from {load_config}) not found: pass --data to point to it")
+            dm.data = data
+        # `ns-train --data X` stores X on the datamanager; the dataparser's own `data` is then only a default.
+        path = dm.data if getattr(dm, "data", None) is not None else dm.dataparser.data
+        if not Path(path).exists():
+            raise UserError(f"dataset {path} (from {load_config}) not found: pass --data to point to it")
         return config
 
     try:

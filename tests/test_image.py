@@ -1,0 +1,331 @@
+"""Tests for image mode: fitting, the image file, the commands and their one-line errors.
+
+Small generated images keep the whole file fast on a 2-core CPU: a 48x48 gradient with shapes for round trips, and
+a larger smooth image for the claim that compression really happens (a real file under 1 bpp above 30 dB).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from shacira_nerf.codec import ContainerError, encode_container
+from shacira_nerf.errors import UserError
+from shacira_nerf.image.cli import Compress, Decompress, Grid, load_rgb_image
+from shacira_nerf.image.field import ImageField, ImageFieldConfig, pixel_centres
+from shacira_nerf.image.image_file import decode_image_file, encode_image_file, read_image_file
+from shacira_nerf.image.train import PixelCorners, fit_image, psnr, to_uint8
+from shacira_nerf.report import file_report
+
+SMALL = ImageFieldConfig(num_levels=8, log2_hashmap_size=10, entropy_refit_steps=100)
+"""A small field for fast round-trip tests (the file format and code paths do not depend on the size)."""
+
+
+def shapes_image(h: int = 48, w: int = 48) -> np.ndarray:
+    """A smooth gradient with a rectangle and a disc: edges and flat regions."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    img = np.stack([x / w, y / h, 0.5 + 0.3 * np.sin(x / 7.0)], axis=-1)
+    img[h // 6 : h // 2, w // 5 : w // 2] = (0.9, 0.2, 0.1)
+    img[(y - 0.65 * h) ** 2 + (x - 0.7 * w) ** 2 < (0.18 * h) ** 2] = (0.1, 0.3, 0.9)
+    return np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def smooth_image(h: int, w: int) -> np.ndarray:
+    """Smooth colour variations only (what a few coarse grid levels represent well)."""
+    y, x = np.mgrid[0:h, 0:w] / np.array([h, w], dtype=np.float64)[:, None, None]
+    r = 0.5 + 0.4 * np.sin(2 * np.pi * x) * np.cos(np.pi * y)
+    g = 0.3 + 0.5 * x * y
+    b = 0.5 + 0.3 * np.exp(-((x - 0.6) ** 2 + (y - 0.4) ** 2) / 0.05)
+    return np.round(np.clip(np.stack([r, g, b], -1), 0, 1) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple:
+    """(image, field) fitted briefly on the shapes image."""
+    image = shapes_image()
+    return image, fit_image(image, SMALL, steps=120, seed=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def compressed(tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    """(folder, input PNG, .shac, CompressResult) of one run of the compress command."""
+    folder = tmp_path_factory.mktemp("image")
+    image = shapes_image()
+    Image.fromarray(image).save(folder / "in.png")
+    result = Compress(folder / "in.png", folder / "out.shac", steps=80, log2_entries=13, progress=False).main()
+    return folder, image, folder / "out.shac", result
+
+
+def _one_line_error(excinfo: pytest.ExceptionInfo) -> str:
+    message = str(excinfo.value)
+    assert message and "\n" not in message
+    return message
+
+
+# -------------------------------------------------------------------------------------------- field, training
+
+
+def test_pixel_centres_and_render_size() -> None:
+    x = pixel_centres(2, 4)
+    assert torch.allclose(x[0], torch.tensor([0.25, 0.125])) and torch.allclose(x[-1], torch.tensor([0.75, 0.875]))
+    field = ImageField(SMALL, 5, 7).eval()
+    assert field.render().shape == (5, 7, 3) and field.render(11, 3).shape == (11, 3, 3)
+    assert field.config.max_res == 7 and field.config.min_res == 7  # resolved for a tiny image
+
+
+def test_cached_corners_match_grid_forward() -> None:
+    field = ImageField(SMALL, 20, 30)
+    field.train()
+    corners = PixelCorners(field, torch.device("cpu"))
+    index = torch.tensor([0, 5, 599, 123])
+    expected = field.grid(pixel_centres(20, 30)[index])
+    assert torch.allclose(corners.features(index), expected, atol=1e-6)
+
+
+def test_fit_is_deterministic_per_seed() -> None:
+    image = shapes_image(24, 24)
+    a = fit_image(image, SMALL, steps=15, seed=3, progress=False)
+    b = fit_image(image, SMALL, steps=15, seed=3, progress=False)
+    c = fit_image(image, SMALL, steps=15, seed=4, progress=False)
+    assert torch.equal(a.render(), b.render())
+    assert encode_image_file(a) == encode_image_file(b)
+    assert not torch.equal(a.render(), c.render())
+
+
+def test_random_pixel_batches_train_too() -> None:
+    image = shapes_image(32, 32)
+    cfg = ImageFieldConfig(num_levels=8, log2_hashmap_size=10, batch_pixels=256)
+    field = fit_image(image, cfg, steps=100, seed=0, progress=False)
+    assert psnr(to_uint8(field.render()), image) > 18.0
+
+
+# ----------------------------------------------------------------------------------------------- image file
+
+
+def test_file_round_trip_is_bit_identical(fitted: tuple) -> None:
+    image, field = fitted
+    data = encode_image_file(field)
+    assert encode_image_file(field) == data  # deterministic bytes
+    decoded = decode_image_file(data)
+    assert not decoded.training
+    assert torch.equal(decoded.grid.integer_latents(), field.grid.integer_latents())
+    assert torch.equal(decoded.render(), field.render())
+    assert torch.equal(decoded.render(96, 96), field.render(96, 96))
+    assert psnr(to_uint8(decoded.render()), image) > 20.0
+
+
+def test_report_bpp_is_file_bits_per_pixel(fitted: tuple) -> None:
+    _, field = fitted
+    data = encode_image_file(field)
+    report = file_report(data)
+    assert report["kind"] == "image" and report["image_size"] == [48, 48]
+    assert report["bpp"] == 8 * len(data) / (48 * 48)
+    assert report["num_latents"] == field.num_latents() and report["bytes_by_kind"]["latents"] > 0
+    assert set(report["bytes_by_kind"]) >= {"header", "latents", "networks", "entropy_tables"}
+
+
+def test_scene_and_foreign_files_are_rejected_in_one_line() -> None:
+    scene = encode_container({"kind": "nerfstudio-scene"}, [])
+    with pytest.raises(ContainerError) as excinfo:
+        decode_image_file(scene)
+    assert "shacira render" in _one_line_error(excinfo) and "shacira view" in str(excinfo.value)
+    buf = io.BytesIO()
+    Image.fromarray(shapes_image(8, 8)).save(buf, format="PNG")
+    with pytest.raises(ContainerError) as excinfo:
+        decode_image_file(buf.getvalue())
+    assert "PNG" in _one_line_error(excinfo)
+
+
+def test_damaged_file_is_one_line_error(fitted: tuple) -> None:
+    data = bytearray(encode_image_file(fitted[1]))
+    data[len(data) // 2] ^= 0x10
+    with pytest.raises(ContainerError) as excinfo:
+        decode_image_file(bytes(data))
+    _one_line_error(excinfo)
+    with pytest.raises(ContainerError):
+        decode_image_file(bytes(data[:-3]))
+
+
+def test_smooth_image_compresses_below_1_bpp_above_30_db() -> None:
+    """Compression really happens: a real file, decoded, under 1 bit per pixel at more than 30 dB."""
+    image = smooth_image(192, 192)
+    config = ImageFieldConfig(num_levels=8, log2_hashmap_size=12, rate_lambda=1e-3)
+    field = fit_image(image, config, steps=400, seed=0, progress=False)
+    data = encode_image_file(field)
+    bpp = 8 * len(data) / (192 * 192)
+    quality = psnr(to_uint8(decode_image_file(data).render()), image)
+    print(f"smooth 192x192: {len(data)} bytes, {bpp:.3f} bpp, PSNR {quality:.2f} dB")
+    assert bpp < 1.0
+    assert quality > 30.0
+
+
+# ------------------------------------------------------------------------------------------------- commands
+
+
+def test_compress_reports_file_bpp_and_psnr(compressed: tuple) -> None:
+    folder, image, shac, result = compressed
+    size = os.path.getsize(shac)
+    assert result.file_bytes == size
+    assert result.bpp == 8 * size / (48 * 48)
+    assert file_report(shac.read_bytes())["bpp"] == result.bpp
+    field = read_image_file(shac)
+    assert result.psnr == psnr(to_uint8(field.render()), image)
+    assert not list(folder.glob(".*.tmp"))
+
+
+def test_decompress_matches_the_models_rendering(compressed: tuple) -> None:
+    folder, _, shac, _ = compressed
+    Decompress(shac, folder / "out.png").main()
+    decoded = np.asarray(Image.open(folder / "out.png"))
+    assert np.array_equal(decoded, to_uint8(read_image_file(shac).render()))
+
+
+@pytest.mark.parametrize(("scale", "size"), [(2.0, (96, 96)), (0.5, (24, 24)), (1.5, (72, 72))])
+def test_super_resolution_size(compressed: tuple, scale: float, size: tuple) -> None:
+    folder, _, shac, _ = compressed
+    out = folder / f"x{scale}.png"
+    assert Decompress(shac, out, scale=scale).main() == size
+    with Image.open(out) as im:
+        assert (im.height, im.width) == size and im.mode == "RGB"
+
+
+def test_grid_picture(compressed: tuple) -> None:
+    folder, _, shac, _ = compressed
+    h, w = Grid(shac, folder / "grid.png").main()
+    with Image.open(folder / "grid.png") as im:
+        assert (im.height, im.width) == (h, w)
+    levels = read_image_file(shac).config.num_levels
+    cols = int(np.ceil(np.sqrt(levels)))
+    assert w == cols * 48 + (cols + 1) * 4
+
+
+# ----------------------------------------------------------------------------------------------- bad inputs
+
+
+def _png_bytes(array: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    (Image.fromarray(array, mode) if mode else Image.fromarray(array)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _png16(array: np.ndarray) -> bytes:
+    """A 16-bit PNG (Pillow cannot write 16-bit RGB): gray (HxW) or RGB (HxWx3)."""
+    h, w = array.shape[:2]
+    color = 0 if array.ndim == 2 else 2
+    raw = b"".join(b"\x00" + array[i].astype(">u2").tobytes() for i in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, color, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def test_image_modes_are_converted_with_a_note(tmp_path: Path) -> None:
+    rgb = shapes_image(6, 5)
+    gray = rgb[..., 0]
+    rgba = np.dstack([rgb, np.full((6, 5), 128, np.uint8)])
+    cases = {
+        "gray.png": (_png_bytes(gray), np.repeat(gray[..., None], 3, 2), "grayscale"),
+        "rgba.png": (_png_bytes(rgba), None, "white"),
+        "opaque.png": (_png_bytes(np.dstack([rgb, np.full((6, 5), 255, np.uint8)])), rgb, "opaque"),
+        "gray16.png": (_png16(gray.astype(np.uint16) * 257), np.repeat(gray[..., None], 3, 2), "16-bit"),
+        "rgb16.png": (_png16(rgb.astype(np.uint16) * 257), rgb, "16-bit"),
+    }
+    palette = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
+    buf = io.BytesIO()
+    palette.save(buf, format="PNG")
+    cases["palette.png"] = (buf.getvalue(), np.asarray(palette.convert("RGB")), "palette")
+    for name, (data, expected, word) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        arr, notes = load_rgb_image(tmp_path / name)
+        assert arr.dtype == np.uint8 and arr.shape == (6, 5, 3), name
+        assert len(notes) == 1 and word in notes[0] and "\n" not in notes[0], (name, notes)
+        if expected is not None:
+            assert np.array_equal(arr, expected), name
+    arr, _ = load_rgb_image(tmp_path / "rgba.png")  # half-transparent on white: (c + 255) / 2
+    assert np.abs(arr.astype(int) - (rgb.astype(int) * 128 + 255 * 127) / 255).max() <= 1
+    (tmp_path / "rgb.png").write_bytes(_png_bytes(rgb))
+    assert load_rgb_image(tmp_path / "rgb.png")[1] == []
+
+
+def _zero_width_png() -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", 0, 4, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_bad_inputs_to_compress_are_one_line_errors(tmp_path: Path, compressed: tuple) -> None:
+    (tmp_path / "text.png").write_text("not an image at all\n")
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "zero.png").write_bytes(_zero_width_png())
+    (tmp_path / "ok.png").write_bytes(_png_bytes(shapes_image(8, 8)))
+    (tmp_path / "truncated.png").write_bytes(_png_bytes(shapes_image(40, 40))[:-40])
+    cases = {
+        "text.png": "not an image",
+        "empty.png": "empty",
+        "zero.png": "no pixels",
+        "missing.png": "no such file",
+        "truncated.png": "truncated",
+    }
+    for name, words in cases.items():
+        with pytest.raises(UserError) as excinfo:
+            Compress(tmp_path / name, tmp_path / "x.shac", steps=1, progress=False).main()
+        assert words in _one_line_error(excinfo), (name, str(excinfo.value))
+    with pytest.raises(UserError) as excinfo:
+        Compress(compressed[2], tmp_path / "x.shac", steps=1, progress=False).main()
+    assert "already a shacira file" in _one_line_error(excinfo)
+    with pytest.raises(UserError) as excinfo:
+        Compress(tmp_path / "ok.png", tmp_path / "nope" / "x.shac", steps=1, progress=False).main()
+    assert "does not exist" in _one_line_error(excinfo)
+    with pytest.raises(UserError) as excinfo:
+        Compress(tmp_path / "ok.png", tmp_path / "x.shac", steps=1, log2_entries=30, progress=False).main()
+    assert "log2-entries" in _one_line_error(excinfo)
+    assert not (tmp_path / "x.shac").exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_bad_inputs_to_decompress_and_grid_are_one_line_errors(tmp_path: Path, compressed: tuple) -> None:
+    shac = compressed[2]
+    (tmp_path / "scene.shac").write_bytes(encode_container({"kind": "nerfstudio-scene"}, []))
+    (tmp_path / "pic.png").write_bytes(_png_bytes(shapes_image(8, 8)))
+    for command in (Decompress, Grid):
+        for source, words in [("scene.shac", "shacira render"), ("pic.png", "not a shacira file"), ("no.shac", "no such")]:
+            with pytest.raises(UserError) as excinfo:
+                command(tmp_path / source, tmp_path / "out.png").main()
+            assert words in _one_line_error(excinfo), (command.__name__, source)
+            assert isinstance(excinfo.value, (UserError, ContainerError))
+        with pytest.raises(UserError) as excinfo:
+            command(shac, tmp_path / "missing" / "out.png").main()
+        assert "does not exist" in _one_line_error(excinfo)
+    with pytest.raises(UserError) as excinfo:
+        Decompress(shac, tmp_path / "out.png", scale=0.0).main()
+    assert "--scale" in _one_line_error(excinfo)
+    with pytest.raises(UserError) as excinfo:
+        Decompress(shac, tmp_path / "out.jpg").main()
+    assert ".png" in _one_line_error(excinfo)
+    assert not list(tmp_path.glob("*out*"))
+
+
+def test_command_line_prints_one_line_and_exits_non_zero(tmp_path: Path) -> None:
+    (tmp_path / "scene.shac").write_bytes(encode_container({"kind": "nerfstudio-scene"}, []))
+    proc = subprocess.run(
+        [sys.executable, "-m", "shacira_nerf.image.cli", "decompress", str(tmp_path / "scene.shac"), str(tmp_path / "o.png")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: not an image file")
+    assert not (tmp_path / "o.png").exists()
