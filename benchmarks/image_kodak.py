@@ -102,15 +102,16 @@ def run_shacira(image: np.ndarray, config: ImageFieldConfig, steps: int, device:
 
 def sweep(args: argparse.Namespace) -> List[Tuple[str, ImageFieldConfig]]:
     """(label, config) of every SHACIRA point to measure per image."""
+    lrs = {"lr_latents": args.lr_latents, "lr_entropy": args.lr_entropy}
     if args.sensitivity:
         log2s = (13, 15) if args.quick else SENSITIVITY_LOG2
         return [
-            (f"{name} 2^{k}", ImageFieldConfig(log2_hashmap_size=k, rate_lambda=args.lambdas[0], **variant))
+            (f"{name} 2^{k}", ImageFieldConfig(log2_hashmap_size=k, rate_lambda=args.lambdas[0], **lrs, **variant))
             for name, variant in SENSITIVITY_VARIANTS.items()
             for k in log2s
         ]
     return [
-        (f"lambda={lam:g} 2^{k}", ImageFieldConfig(rate_lambda=lam, log2_hashmap_size=k))
+        (f"lambda={lam:g} 2^{k}", ImageFieldConfig(rate_lambda=lam, log2_hashmap_size=k, **lrs))
         for k in args.log2_entries
         for lam in args.lambdas
     ]
@@ -167,7 +168,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--sensitivity", type=Path, help="one image: the appendix's sensitivity curves instead")
     parser.add_argument("--lambdas", type=float, nargs="+", default=list(DEFAULT_LAMBDAS))
     parser.add_argument("--log2-entries", type=int, nargs="+", default=[15])
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=2000, help="training steps (the authors' Kodak runs use 60000)")
+    parser.add_argument("--lr-latents", type=float, default=ImageFieldConfig.lr_latents)
+    parser.add_argument("--lr-entropy", type=float, default=ImageFieldConfig.lr_entropy)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--limit", type=int, default=0, help="only the first N images (0: all)")

@@ -3,7 +3,9 @@
 The appendix trains all parameters jointly with Adam, one learning rate per kind (sec. 2): MLP 1e-3, decoder 0.01,
 latents 0.01, entropy model 1e-4. The rate term is normalised per latent as in the NeRF model (appendix eq. 3):
 ``loss = MSE + rate_lambda * bits / num_latents``; the soft-rounding sharpness anneals over ``anneal_fraction`` of
-the steps, straight-through rounding after.
+the steps, straight-through rounding after. At the end the entropy model alone is refit to the final integer
+latents (``refit_entropy_model``): the file's probability tables come from it, and at the appendix's 1e-4 it is
+still far from the latents' histogram after a few thousand steps.
 
 The training pixels never change, so on the pure-torch path the hash-grid corner rows and interpolation weights of
 every pixel are computed once (``PixelCorners``) instead of at every step: the same numbers as ``ShaciraGrid.forward``
@@ -122,7 +124,7 @@ def fit_image(
     """Fit an ImageField to a uint8 HxWx3 image; returns it in eval mode (hard-rounded latents, as stored).
 
     Deterministic for a given seed on CPU: the initialisation runs under a forked, seeded RNG and the pixel
-    sampling uses its own seeded generator. ``progress`` shows a rich bar with the training-batch PSNR and the
+    sampling uses its own seeded generator (on CUDA the scatter-adds of the backward pass are not deterministic). ``progress`` shows a rich bar with the training-batch PSNR and the
     estimated bpp (networks as float32 + latents under the entropy model; the file adds its headers).
     """
     if steps < 1:

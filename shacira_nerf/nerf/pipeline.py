@@ -30,10 +30,10 @@ class ShaciraPipeline(VanillaPipeline):
         if "lpips" not in metrics and reason:
             metrics["lpips_note"] = reason
         if hasattr(model, "estimate_size"):
-            from shacira_nerf.nerf.scene_file import encode_scene
+            from shacira_nerf.nerf.scene_file import encode_pipeline
 
             estimate = model.estimate_size()
-            metrics["size_bytes"] = len(encode_scene(model))
+            metrics["size_bytes"] = len(encode_pipeline(self))
             metrics["size_MB"] = metrics["size_bytes"] / 1e6
             metrics["size_note"] = "size_bytes is the byte length of the .shac file `shacira export` writes"
             metrics["estimate_size_MB"] = estimate["size_MB"]

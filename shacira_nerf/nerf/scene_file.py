@@ -156,6 +156,20 @@ def encode_scene(
     return encode_container(header, sections)
 
 
+def encode_pipeline(pipeline) -> bytes:
+    """The scene file of a loaded nerfstudio pipeline: its model, training cameras and dataparser transform.
+
+    ``shacira export`` writes exactly these bytes and ``ns-eval`` reports their length.
+    """
+    dm = pipeline.datamanager
+    cameras = dm.train_dataset.cameras if getattr(dm, "train_dataset", None) is not None else None
+    outputs = getattr(dm, "train_dataparser_outputs", None)
+    transform = None
+    if outputs is not None:
+        transform = {"transform": outputs.dataparser_transform.tolist(), "scale": float(outputs.dataparser_scale)}
+    return encode_scene(pipeline.model, cameras, transform)
+
+
 def export_scene(
     model: ShaciraModel,
     path: Union[str, Path],

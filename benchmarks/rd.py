@@ -1,0 +1,108 @@
+"""Collect GPU rate-distortion runs (``runs.jsonl`` written by ``gpu/train_eval.sh``) into results and a plot.
+
+    python benchmarks/rd.py collect RUNS_JSONL --scene lego --machine "..." --date YYYY-MM-DD
+    python benchmarks/rd.py plot --scene lego
+
+``collect`` appends one object per run to ``results/rd_<scene>.jsonl`` with exactly the keys of the benchmark
+(scene, method, lambda, iterations, psnr, ssim, lpips, size_bytes, size_bytes_fp32, seconds_per_iter,
+train_seconds, date, machine, command); ``plot`` draws PSNR against MB (log x) into ``results/rd_<scene>.png`` and
+prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS  # noqa: E402
+
+KEYS = ["scene", "method", "lambda", "iterations", "psnr", "ssim", "lpips", "size_bytes", "size_bytes_fp32",
+        "seconds_per_iter", "train_seconds", "date", "machine", "command"]  # fmt: skip
+
+
+def _lambda(command: str):
+    m = re.search(r"--pipeline\.model\.rate-lambda\s+(\S+)", command)
+    return float(m.group(1)) if m else 1e-4
+
+
+def collect(runs: Path, scene: str, machine: str, date: str) -> Path:
+    rows = []
+    for line in runs.read_text().splitlines():
+        r = json.loads(line)
+        lpips = r.get("lpips")
+        row = {
+            "scene": scene, "method": r["method"],
+            "lambda": _lambda(r["command"]) if r["method"] == "shacira" else None,
+            "iterations": r["iterations"], "psnr": r["psnr"], "ssim": r["ssim"],
+            "lpips": None if lpips is None or (isinstance(lpips, float) and math.isnan(lpips)) else lpips,
+            "size_bytes": r["size_bytes"], "size_bytes_fp32": r.get("size_bytes_fp32"),
+            "seconds_per_iter": r["seconds_per_iter"], "train_seconds": r["train_seconds"],
+            "date": date, "machine": machine, "command": r["command"],
+        }  # fmt: skip
+        rows.append(row)
+    out = RESULTS / f"rd_{scene}.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a") as f:
+        for row in rows:
+            f.write(json.dumps({k: row[k] for k in KEYS}) + "\n")
+    return out
+
+
+def plot(scene: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in (RESULTS / f"rd_{scene}.jsonl").read_text().splitlines()]
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for method, marker in (("nerfacto", "s"), ("shacira", "o")):
+        pts = sorted((r["size_bytes"] / 1e6, r["psnr"], r) for r in rows if r["method"] == method)
+        if not pts:
+            continue
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=method)
+        for mb, psnr, r in pts:
+            label = f"λ={r['lambda']:g}" if method == "shacira" else f"{r['size_bytes_fp32'] / 1e6:.0f} MB fp32"
+            ax.annotate(label, (mb, psnr), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("size (MB = 10^6 bytes; shacira: .shac file, nerfacto: float16 parameters)")
+    ax.set_ylabel("PSNR (dB), all test views")
+    its = sorted({r["iterations"] for r in rows})
+    ax.set_title(f"{scene}: rate-distortion at {', '.join(map(str, its))} iterations")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"rd_{scene}.png", dpi=130)
+    print("| method | λ | iterations | PSNR | SSIM | size (MB) | fp32 (MB) | s/iter | train s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in sorted(rows, key=lambda r: (r["method"], -r["size_bytes"])):
+        lam = "" if r["lambda"] is None else f"{r['lambda']:g}"
+        fp32 = "" if r["size_bytes_fp32"] is None else f"{r['size_bytes_fp32'] / 1e6:.2f}"
+        print(f"| {r['method']} | {lam} | {r['iterations']} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
+              f"{r['size_bytes'] / 1e6:.3f} | {fp32} | {r['seconds_per_iter']:.4f} | {r['train_seconds']:.0f} |")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("collect")
+    c.add_argument("runs", type=Path)
+    c.add_argument("--scene", required=True)
+    c.add_argument("--machine", required=True)
+    c.add_argument("--date", required=True)
+    p = sub.add_parser("plot")
+    p.add_argument("--scene", required=True)
+    args = parser.parse_args()
+    if args.cmd == "collect":
+        print(collect(args.runs, args.scene, args.machine, args.date))
+    else:
+        plot(args.scene)
+
+
+if __name__ == "__main__":
+    main()
