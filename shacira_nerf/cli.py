@@ -144,6 +144,9 @@ def main(argv: Optional[list] = None) -> int:
     except (UserError, ContainerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `shacira info x | head`
+        sys.stderr.close()
+        return 0
     return 0
 
 

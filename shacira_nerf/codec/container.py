@@ -48,6 +48,8 @@ from typing import Any
 
 import numpy as np
 
+from shacira_nerf.errors import UserError
+
 __all__ = [
     "ARRAY_DTYPES",
     "FORMAT_VERSION",
@@ -74,7 +76,7 @@ _MIN_SECTION_BYTES = _U16.size + 1 + _U64.size + _U32.size  # smallest possible 
 _MAX_U32 = 2**32 - 1
 
 
-class ContainerError(ValueError):
+class ContainerError(UserError, ValueError):
     """Any problem reading or writing a ``.shac`` container; the message is always one line."""
 
     def __init__(self, message: str) -> None:

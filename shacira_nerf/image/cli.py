@@ -34,7 +34,7 @@ MAX_OUTPUT_PIXELS = 2**28
 """Largest picture decompress/grid will render (about 16k x 16k): a typo in --scale should not eat all memory."""
 
 
-class ImageFileError(UserError, ContainerError):
+class ImageFileError(ContainerError):
     """A problem with a file's contents, reported as one line (both a UserError and a ContainerError)."""
 
 
