@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from shacira_nerf.codec import container_layout
+from shacira_nerf.codec import ContainerError, container_layout
 
 BYTES_PER_MB = 1_000_000
 
@@ -56,7 +56,10 @@ def file_report(data: bytes) -> Dict[str, Any]:
         report["ratio_to_float32_grid"] = num_latents * 4 / total
         report["ratio_to_float16_grid"] = num_latents * 2 / total
     if header.get("kind") == "image":
-        h, w = header["image"]["height"], header["image"]["width"]
+        try:
+            h, w = int(header["image"]["height"]), int(header["image"]["width"])
+        except (KeyError, TypeError, ValueError):
+            raise ContainerError("malformed image header: missing or invalid 'image' size") from None
         report["image_size"] = [h, w]
         report["bpp"] = 8 * total / (h * w)
     if "estimate" in header:

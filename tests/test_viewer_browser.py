@@ -58,8 +58,7 @@ def test_viewer_shows_live_size_panel(tmp_path: Path, env) -> None:
             value = ""
             deadline = time.time() + 240
             while time.time() < deadline:
-                inputs = page.locator("input")
-                values = [inputs.nth(i).input_value() for i in range(inputs.count())]
+                values = page.eval_on_selector_all("input", "els => els.map(e => e.value)")
                 found = [v for v in values if re.search(r"\d+\.\d+ MB \(estimate at step \d+\)", v)]
                 if found:
                     value = found[0]
@@ -82,9 +81,7 @@ def test_viewer_shows_live_size_panel(tmp_path: Path, env) -> None:
 def _panel_value(page, pattern: str, timeout: float) -> str:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        inputs = page.locator("input")
-        for i in range(inputs.count()):
-            v = inputs.nth(i).input_value()
+        for v in page.eval_on_selector_all("input", "els => els.map(e => e.value)"):
             if re.search(pattern, v):
                 return v
         time.sleep(2)

@@ -6,7 +6,9 @@ Importing it (nerfstudio does, through our method entry points, in every ``ns-*`
 the PATH.
 """
 
+import os
 import shutil
+import tempfile
 
 from shacira_nerf.checkpoints import allow_nerfstudio_checkpoints
 
@@ -14,14 +16,26 @@ allow_nerfstudio_checkpoints()
 
 
 def _use_bundled_ffmpeg() -> None:
+    """Put imageio-ffmpeg's binary on the PATH as ``ffmpeg`` (nerfstudio checks ``shutil.which("ffmpeg")``)."""
     if shutil.which("ffmpeg"):
         return
     try:
         import imageio_ffmpeg
-        import mediapy
-    except ImportError:
+
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
         return
-    mediapy.set_ffmpeg(imageio_ffmpeg.get_ffmpeg_exe())
+    folder = os.path.join(tempfile.gettempdir(), f"shacira-nerf-ffmpeg-{os.getuid()}")
+    link = os.path.join(folder, "ffmpeg")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        if os.path.realpath(link) != os.path.realpath(exe):
+            tmp = f"{link}.{os.getpid()}"
+            os.symlink(exe, tmp)
+            os.replace(tmp, link)
+    except OSError:
+        return
+    os.environ["PATH"] = folder + os.pathsep + os.environ.get("PATH", "")
 
 
 _use_bundled_ffmpeg()
