@@ -18,7 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import append_jsonl, command_line, machine, steady_iteration_seconds, today  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 SCENE = REPO / "data" / "shacira-toy"
 
 # nerfacto with exactly shacira-tiny's settings (see method_configs/shacira.py), stock hash grid.
@@ -42,7 +43,9 @@ NERFACTO_AS_TINY = [
 
 
 def train(method_args, out: Path, name: str, iterations: int, extra_tail=()) -> Path:
-    args = ["ns-train", *method_args, "--data", str(SCENE), "--max-num-iterations", str(iterations),
+    # Stock nerfacto needs the offline launcher (it builds LPIPS, which downloads AlexNet); shacira does not.
+    launcher = ["ns-train"] if method_args[0].startswith("shacira") else [sys.executable, str(HERE / "offline_ns_train.py")]
+    args = [*launcher, *method_args, "--data", str(SCENE), "--max-num-iterations", str(iterations),
             "--vis", "tensorboard", "--output-dir", str(out), "--experiment-name", "bench", "--timestamp", name,
             "--steps-per-eval-batch", "100000", "--steps-per-eval-image", "100000", *extra_tail]  # fmt: skip
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
