@@ -37,48 +37,8 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
     raise AssertionError(f"viewer did not open port {port} in {timeout} s")
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (.ci/install installs it)")
-def test_viewer_shows_live_size_panel(tmp_path: Path, env) -> None:
-    playwright = pytest.importorskip("playwright.sync_api")
-    port = _free_port()
-    args = [
-        "ns-train", "shacira-tiny", "--data", str(SCENE), "--max-num-iterations", "100000",
-        "--vis", "viewer", "--viewer.websocket-port", str(port), "--viewer.websocket-host", "127.0.0.1",
-        "--pipeline.model.size-update-every", "10", "--output-dir", str(tmp_path / "out"),
-    ]  # fmt: skip
-    log = open(tmp_path / "train.log", "w")
-    proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_for_port(port, proc, 300)
-        with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"http://127.0.0.1:{port}", wait_until="domcontentloaded")
-            value = ""
-            deadline = time.time() + 240
-            while time.time() < deadline:
-                values = page.eval_on_selector_all("input", "els => els.map(e => e.value)")
-                found = [v for v in values if re.search(r"\d+\.\d+ MB \(estimate at step \d+\)", v)]
-                if found:
-                    value = found[0]
-                    break
-                time.sleep(2)
-            page.screenshot(path=str(tmp_path / "viewer.png"), full_page=True)
-            browser.close()
-        assert value, f"no size estimate in the viewer panel; screenshot: {tmp_path / 'viewer.png'}"
-        assert float(value.split()[0]) > 0
-        assert (tmp_path / "viewer.png").stat().st_size > 10_000
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
 def _panel_value(page, pattern: str, timeout: float) -> str:
+    """The first text field of the viewer whose value matches ``pattern`` (polling; "" if none in time)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         for v in page.eval_on_selector_all("input", "els => els.map(e => e.value)"):
@@ -88,35 +48,56 @@ def _panel_value(page, pattern: str, timeout: float) -> str:
     return ""
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (.ci/install installs it)")
-def test_shacira_view_opens_the_file_alone(exported_scene: Path, tmp_path: Path, env) -> None:
-    """`shacira view` on a copy of the file in an empty folder: the viewer runs and shows the file's true size."""
+def _read_panel(port: int, proc: subprocess.Popen, pattern: str, screenshot: Path) -> str:
+    """Open the viewer at ``port`` in headless Chromium, read the panel value, save a screenshot; stop ``proc``."""
     playwright = pytest.importorskip("playwright.sync_api")
-    alone = tmp_path / "scene.shac"
-    shutil.copy(exported_scene, alone)
-    port = _free_port()
-    log = open(tmp_path / "view.log", "w")
-    proc = subprocess.Popen(
-        ["shacira", "view", str(alone), "--port", str(port), "--max-seconds", "300"],
-        env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
     try:
-        _wait_for_port(port, proc, 240)
+        _wait_for_port(port, proc, 300)
         with playwright.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"http://127.0.0.1:{port}", wait_until="domcontentloaded")
-            value = _panel_value(page, r"MB \(file: [\d,]+ bytes\)", 120)
+            value = _panel_value(page, pattern, 240)
             time.sleep(3)  # let a first frame render before the screenshot
-            page.screenshot(path=str(tmp_path / "view.png"), full_page=True)
+            page.screenshot(path=str(screenshot), full_page=True)
             browser.close()
-        size = alone.stat().st_size
-        assert f"{size:,} bytes" in value, value
+        return value
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-        log.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (.ci/install installs it)")
+def test_viewer_shows_live_size_panel(tmp_path: Path, env) -> None:
+    port = _free_port()
+    args = [
+        "ns-train", "shacira-tiny", "--data", str(SCENE), "--max-num-iterations", "100000",
+        "--vis", "viewer", "--viewer.websocket-port", str(port), "--viewer.websocket-host", "127.0.0.1",
+        "--pipeline.model.size-update-every", "10", "--output-dir", str(tmp_path / "out"),
+    ]  # fmt: skip
+    with open(tmp_path / "train.log", "w") as log:
+        proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+        value = _read_panel(port, proc, r"\d+\.\d+ MB \(estimate at step \d+\)", tmp_path / "viewer.png")
+    assert value, f"no size estimate in the viewer panel; screenshot: {tmp_path / 'viewer.png'}"
+    assert float(value.split()[0]) > 0
+    assert (tmp_path / "viewer.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (.ci/install installs it)")
+def test_shacira_view_opens_the_file_alone(exported_scene: Path, tmp_path: Path, env) -> None:
+    """`shacira view` on a copy of the file in an empty folder: the viewer runs and shows the file's true size."""
+    alone = tmp_path / "scene.shac"
+    shutil.copy(exported_scene, alone)
+    port = _free_port()
+    with open(tmp_path / "view.log", "w") as log:
+        proc = subprocess.Popen(
+            ["shacira", "view", str(alone), "--port", str(port), "--max-seconds", "300"],
+            env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        value = _read_panel(port, proc, r"MB \(file: [\d,]+ bytes\)", tmp_path / "view.png")
+    assert f"{alone.stat().st_size:,} bytes" in value, value
