@@ -20,15 +20,15 @@ from conftest import REPO, run_cli
 def test_photos_to_shac_file(tmp_path: Path, env) -> None:
     env = {**env, "QT_QPA_PLATFORM": "offscreen"}
     photos, scene = tmp_path / "photos", tmp_path / "scene"
-    subprocess.run([sys.executable, str(REPO / "data" / "make_scene.py"), "--photos", str(photos), "--n-photos", "16",
-                    "--size", "160"], check=True, capture_output=True, timeout=300)  # fmt: skip
+    subprocess.run([sys.executable, str(REPO / "data" / "make_scene.py"), "--photos", str(photos), "--n-photos", "24",
+                    "--size", "256"], check=True, capture_output=True, timeout=300)  # fmt: skip
     result = run_cli(
         ["ns-process-data", "images", "--data", str(photos), "--output-dir", str(scene), "--no-gpu",
          "--matching-method", "exhaustive", "--num-downscales", "0"], env, tmp_path, 900,
     )  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     frames = json.loads((scene / "transforms.json").read_text())["frames"]
-    assert len(frames) >= 12, f"COLMAP registered only {len(frames)} of 16 photos"
+    assert len(frames) >= 18, f"COLMAP registered only {len(frames)} of 24 photos"
     result = run_cli(
         ["ns-train", "shacira-tiny", "--data", str(scene), "--max-num-iterations", "30", "--vis", "tensorboard",
          "--output-dir", str(tmp_path / "out"), "--timestamp", "run"], env, tmp_path, 900,
