@@ -35,7 +35,6 @@ from shacira_nerf.codec import (
     pack_array,
     read_file_bytes,
     unpack_array,
-    write_container,
 )
 from shacira_nerf.nerf.model import ShaciraModel, ShaciraModelConfig
 
@@ -168,18 +167,6 @@ def encode_pipeline(pipeline) -> bytes:
     if outputs is not None:
         transform = {"transform": outputs.dataparser_transform.tolist(), "scale": float(outputs.dataparser_scale)}
     return encode_scene(pipeline.model, cameras, transform)
-
-
-def export_scene(
-    model: ShaciraModel,
-    path: Union[str, Path],
-    cameras: Optional[Cameras] = None,
-    dataparser_transform: Optional[Dict[str, Any]] = None,
-) -> int:
-    """Write the scene file atomically; returns its byte length."""
-    data = encode_scene(model, cameras, dataparser_transform)
-    header, sections = decode_container(data)
-    return write_container(path, header, list(sections.items()))
 
 
 def decode_scene(data: bytes, device: Union[str, torch.device] = "cpu") -> LoadedScene:
