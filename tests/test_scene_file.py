@@ -71,8 +71,8 @@ def test_coded_latents_match_the_training_estimate(exported_scene: Path) -> None
     assert shannon <= coded <= shannon * 1.01 + overhead
 
 
-def test_file_decodes_without_dataset_or_checkpoint(exported_scene: Path, tmp_path: Path, env) -> None:
-    """`shacira render` from a copy of the file alone, in a folder with nothing else."""
+def test_file_decodes_without_dataset_or_checkpoint(exported_scene: Path, loaded_checkpoint, tmp_path: Path, env) -> None:
+    """`shacira render` from a copy of the file alone, in a folder with nothing else: the checkpoint's pixels."""
     alone = tmp_path / "copy.shac"
     shutil.copy(exported_scene, alone)
     out = tmp_path / "frames"
@@ -83,7 +83,11 @@ def test_file_decodes_without_dataset_or_checkpoint(exported_scene: Path, tmp_pa
     from PIL import Image
 
     img = np.asarray(Image.open(frames[0]))
-    assert img.shape == (64, 64, 3) and img.std() > 5  # not a blank frame
+    model = loaded_checkpoint.model.eval()
+    with torch.no_grad():
+        rgb = model.get_outputs_for_camera(loaded_checkpoint.datamanager.train_dataset.cameras[0:1])["rgb"]
+    expected = (rgb.clamp(0, 1) * 255).round().byte().numpy()
+    assert img.shape == (64, 64, 3) and np.array_equal(img, expected)
 
 
 def test_render_camera_path_json(exported_scene: Path, tmp_path: Path, env) -> None:

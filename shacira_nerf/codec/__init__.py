@@ -29,6 +29,7 @@ from .container import (
     pack_array,
     read_container,
     read_file_bytes,
+    require_kind,
     unpack_array,
     write_container,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "quantize_pmf",
     "read_container",
     "read_file_bytes",
+    "require_kind",
     "table_bits",
     "unpack_array",
     "unpack_table",

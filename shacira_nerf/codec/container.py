@@ -424,6 +424,19 @@ def write_container(
     return len(data)
 
 
+_KIND_NAMES = {"nerfstudio-scene": "a scene file", "image": "an image file"}
+_KIND_HINTS = {"nerfstudio-scene": "a scene: use `shacira render` or `shacira view`",
+               "image": "an image: use `shacira image decompress`"}  # fmt: skip
+
+
+def require_kind(header: Mapping[str, Any], expected: str) -> None:
+    """Raise a one-line ContainerError unless the header's ``kind`` is ``expected`` (scene vs image files)."""
+    kind = header.get("kind")
+    if kind != expected:
+        hint = f" ({_KIND_HINTS[kind]})" if kind in _KIND_HINTS else ""
+        raise ContainerError(f"not {_KIND_NAMES.get(expected, expected)}: it holds {kind!r}{hint}")
+
+
 def read_file_bytes(path: str | os.PathLike[str]) -> bytes:
     """A file's bytes, with one-line ContainerErrors for a missing path, a folder or an unreadable file."""
     target = Path(path)

@@ -31,6 +31,7 @@ from shacira_nerf.codec import (
     encode_container,
     pack_array,
     read_file_bytes,
+    require_kind,
     unpack_array,
     write_container,
 )
@@ -112,10 +113,7 @@ def write_image_file(field: ImageField, path: Union[str, Path]) -> int:
 def decode_image_file(data: bytes, device: Union[str, torch.device] = "cpu") -> ImageField:
     """Rebuild the field from an image file's bytes, in eval mode (raises a one-line ContainerError on bad input)."""
     header, sections = decode_container(data)
-    kind = header.get("kind")
-    if kind != IMAGE_KIND:
-        hint = " (a scene: use `shacira render` or `shacira view`)" if kind == "nerfstudio-scene" else ""
-        raise ContainerError(f"not an image file: it holds {kind!r}{hint}")
+    require_kind(header, IMAGE_KIND)
     try:
         height, width = int(header["image"]["height"]), int(header["image"]["width"])
         if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):

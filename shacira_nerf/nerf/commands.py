@@ -107,13 +107,10 @@ def _save_png(image: np.ndarray, path: Path) -> None:
 
 def read_scene_bytes(scene: Path) -> bytes:
     """The file's bytes, verified (checksums, kind) before anything heavy is imported: bad input fails fast."""
-    from shacira_nerf.codec import ContainerError, decode_container, read_file_bytes
+    from shacira_nerf.codec import decode_container, read_file_bytes, require_kind
 
     data = read_file_bytes(scene)
-    header, _ = decode_container(data)
-    if header.get("kind") != "nerfstudio-scene":
-        hint = " (an image: use `shacira image decompress`)" if header.get("kind") == "image" else ""
-        raise ContainerError(f"not a scene file: it holds {header.get('kind')!r}{hint}")
+    require_kind(decode_container(data)[0], "nerfstudio-scene")
     return data
 
 

@@ -34,6 +34,7 @@ from shacira_nerf.codec import (
     encode_container,
     pack_array,
     read_file_bytes,
+    require_kind,
     unpack_array,
 )
 from shacira_nerf.nerf.model import ShaciraModel, ShaciraModelConfig
@@ -172,10 +173,7 @@ def encode_pipeline(pipeline) -> bytes:
 def decode_scene(data: bytes, device: Union[str, torch.device] = "cpu") -> LoadedScene:
     """Rebuild the model from a scene file's bytes (raises ContainerError on anything malformed)."""
     header, sections = decode_container(data)
-    kind = header.get("kind")
-    if kind != SCENE_KIND:
-        hint = " (an image: use `shacira image decompress`)" if kind == "image" else ""
-        raise ContainerError(f"not a scene file: it holds {kind!r}{hint}")
+    require_kind(header, SCENE_KIND)
     try:
         config = config_from_json(header["model_config"])
         aabb = torch.tensor(header["scene_box"], dtype=torch.float32)
