@@ -87,7 +87,9 @@ def test_file_decodes_without_dataset_or_checkpoint(exported_scene: Path, loaded
     with torch.no_grad():
         rgb = model.get_outputs_for_camera(loaded_checkpoint.datamanager.train_dataset.cameras[0:1])["rgb"]
     expected = (rgb.clamp(0, 1) * 255).round().byte().numpy()
-    assert img.shape == (64, 64, 3) and np.array_equal(img, expected)
+    # Another process (different thread count) may round a few float sums differently: at most one 8-bit level.
+    diff = np.abs(img.astype(int) - expected.astype(int))
+    assert img.shape == (64, 64, 3) and diff.max() <= 1 and diff.mean() < 0.05
 
 
 def test_render_camera_path_json(exported_scene: Path, tmp_path: Path, env) -> None:
