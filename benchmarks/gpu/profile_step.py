@@ -2,7 +2,9 @@
 
 Both pipelines are built from their method configs (nerfstudio's `nerfacto`, our `shacira`) with the Blender
 benchmark settings and the torch implementation, on the same scene and device; each runs WARMUP + STEPS
-optimizer steps (forward, backward, Adam), timed with CUDA synchronisation. Usage (GPU machine):
+optimizer steps (forward, backward, Adam), timed with CUDA synchronisation. nerfacto's torch grid gathers through
+index_select as in the RD runs (ns_bench.py); STOCK_STEPS=N (default 0) also times N steps of nerfstudio's stock
+gather. Usage (GPU machine):
 
     python3 benchmarks/gpu/profile_step.py .gpu/lego [STEPS]
 """
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, ".gpu/bin")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def build(method: str, data: Path, device: str):
@@ -63,14 +65,21 @@ def timed(pipeline, optimizers, warmup: int, steps: int) -> float:
 
 
 def main() -> None:
-    import ns_offline
+    import ns_bench
 
-    ns_offline.disable_lpips_if_offline()
+    ns_bench.disable_lpips_if_offline()
     import shacira_nerf.nerf  # noqa: F401
 
     data = Path(sys.argv[1])
     steps = int(sys.argv[2]) if len(sys.argv) > 2 else 100
+    stock_steps = int(os.environ.get("STOCK_STEPS", "0"))
     results = {}
+    if stock_steps > 0:
+        pipeline, optimizers = build("nerfacto", data, "cuda")
+        stock = timed(pipeline, optimizers, 2, stock_steps)
+        print(f"nerfacto, stock gather: {1000 * stock:.1f} ms/step ({stock_steps} steps after 2 warm-up)", flush=True)
+        del pipeline, optimizers
+    ns_bench.use_index_select_gather()
     for method in ("nerfacto", "shacira"):
         pipeline, optimizers = build(method, data, "cuda")
         results[method] = timed(pipeline, optimizers, 20, steps)

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs that outlast one device call: start train_eval.sh runs in the background (their own process sessions, so
+# they survive the call that started them while the machine stays warm), then watch them from later calls.
+# Everything lives under /tmp/bench on the GPU machine ($OUT is emptied before every call):
+#   bash benchmarks/gpu/bg.sh setup                      copy the scripts and .gpu/* scenes to /tmp/bench
+#   bash benchmarks/gpu/bg.sh start NAME SCENE METHOD ITERS [ns-train args]   SCENE: a folder name under .gpu
+#   bash benchmarks/gpu/bg.sh watch SECONDS [FILES...]   wait until all runs end or SECONDS pass; progress table;
+#                                                        runs.jsonl, logs.tgz and FILES (from /tmp/bench/out) to $OUT
+set -uo pipefail
+root=/tmp/bench
+case "${1:?setup|start|watch}" in
+setup)
+  mkdir -p $root/bin $root/out $root/data
+  cp benchmarks/gpu/*.sh benchmarks/gpu/*.py $root/bin/
+  for d in .gpu/*/; do [ -e "$d/transforms.json" ] || [ -e "$d/transforms_train.json" ] || continue
+    [ -d "$root/data/$(basename "$d")" ] || cp -r "$d" "$root/data/"; done
+  ls $root/data ;;
+start)
+  shift; name=$1; scene=$2; shift 2
+  BENCH_OUT=$root/out setsid nohup bash $root/bin/train_eval.sh "$root/data/$scene" "$name" "$@" \
+    >"$root/out/$name.stdout" 2>&1 </dev/null &
+  echo "started $name (pid $!)" ;;
+watch)
+  end=$((SECONDS + ${2:?SECONDS})); shift 2
+  while [ $SECONDS -lt $end ] && pgrep -f "$root/bin/train_eval.sh" >/dev/null; do sleep 15; done
+  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
+  for f in "$root"/out/*.log; do
+    [ -e "$f" ] || continue
+    step=$(grep -aE '^[0-9]+ \([0-9.]+%\)' "$f" | tail -1 | tr -s ' ' | cut -c1-90)
+    end_line=$(grep -aE 'done:|failed|resuming' "$f" | tail -1 | cut -c1-160)
+    echo "$(basename "$f" .log): ${step:-no step yet} ${end_line}"
+  done
+  pgrep -f "$root/bin/train_eval.sh" >/dev/null && echo "STILL RUNNING" || echo "ALL ENDED"
+  [ -n "${OUT:-}" ] || exit 0
+  [ -f $root/out/runs.jsonl ] && cp $root/out/runs.jsonl "$OUT/"
+  tar czf "$OUT/logs.tgz" -C $root/out --exclude='*.shac' .
+  for f in "$@"; do [ -f "$root/out/$f" ] && cp "$root/out/$f" "$OUT/"; done ;;
+esac
