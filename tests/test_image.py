@@ -6,6 +6,7 @@ a larger smooth image for the claim that compression really happens (a real file
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import struct
@@ -22,6 +23,7 @@ from PIL import Image
 
 from shacira_nerf.codec import ContainerError, encode_container
 from shacira_nerf.errors import UserError
+from shacira_nerf.image.batch import fit_images
 from shacira_nerf.image.cli import Compress, Decompress, Grid, load_rgb_image
 from shacira_nerf.image.field import ImageField, ImageFieldConfig, pixel_centres
 from shacira_nerf.image.image_file import decode_image_file, encode_image_file, read_image_file
@@ -353,3 +355,52 @@ def test_command_line_prints_one_line_and_exits_non_zero(tmp_path: Path) -> None
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: not an image file")
     assert not (tmp_path / "o.png").exists()
+
+
+# ------------------------------------------------------------------------------------------- batched fitting
+
+
+def test_batched_fit_files_round_trip_and_members_are_independent() -> None:
+    """Each member of a batch is a real, bit-exact file; a member ignores the other members' images and weights."""
+    a, b = shapes_image(32, 32), smooth_image(32, 32)
+    heavy = dataclasses.replace(SMALL, rate_lambda=1e-2)
+    first = fit_images([a, b], [SMALL, heavy], steps=40, seed=0)
+    second = fit_images([a, np.ascontiguousarray(b[::-1])], [SMALL, SMALL], steps=40, seed=0)
+    for (name, p1), (_, p2) in zip(first[0].state_dict().items(), second[0].state_dict().items()):
+        assert torch.equal(p1, p2), name
+    assert encode_image_file(first[0]) == encode_image_file(second[0])
+    assert not torch.equal(first[1].grid.latents.values, second[1].grid.latents.values)
+    for field in first:
+        data = encode_image_file(field)
+        decoded = decode_image_file(data)
+        assert torch.equal(decoded.grid.integer_latents(), field.grid.integer_latents())
+        assert torch.equal(decoded.render(), field.render())
+
+
+def test_batch_of_one_follows_fit_image() -> None:
+    """Same initialisation, pixels and loss as fit_image: only float summation order differs."""
+    image = shapes_image(32, 32)
+    cfg = dataclasses.replace(SMALL, batch_pixels=512)
+    single = fit_image(image, cfg, steps=60, seed=1, progress=False)
+    [batched] = fit_images([image], [cfg], steps=60, seed=1)
+    quality = psnr(to_uint8(single.render()), image), psnr(to_uint8(batched.render()), image)
+    assert abs(quality[0] - quality[1]) < 0.5, quality
+    bytes_ = len(encode_image_file(single)), len(encode_image_file(batched))
+    assert abs(bytes_[0] - bytes_[1]) < 0.05 * bytes_[0], bytes_
+
+
+def test_padded_members_train_like_unpadded_ones() -> None:
+    """Table size, latent dim and MLP width may differ in a batch: zero padding stays zero and changes nothing."""
+    image = shapes_image(32, 32)
+    configs = [
+        dataclasses.replace(SMALL, log2_hashmap_size=8, hidden_dim=8),
+        dataclasses.replace(SMALL, latent_dim=2, hidden_dim=24),
+        SMALL,
+    ]
+    batched = fit_images([image] * 3, configs, steps=12, seed=0)
+    for config, field in zip(configs, batched):
+        [alone] = fit_images([image], [config], steps=12, seed=0)
+        assert field.grid.latents.values.shape == alone.grid.latents.values.shape
+        assert torch.allclose(field.grid.latents.values, alone.grid.latents.values, atol=1e-4)
+        assert torch.allclose(field.render(), alone.render(), atol=1e-3)
+        assert decode_image_file(encode_image_file(field)).mlp[0].out_features == config.hidden_dim

@@ -71,6 +71,14 @@ class ImageFieldConfig:
     """Adam learning rate of the latents (appendix: 0.01 for Kodak, 0.1 for larger images)."""
     lr_entropy: float = 1e-4
     """Adam learning rate of the entropy model (appendix: 1e-4, following LilNetX)."""
+    lr_decay_start: float = 1.0
+    """Fraction of training after which every learning rate decays (half cosine) towards lr_final_factor of its
+    value; 1.0 keeps them constant. A decay at the end lets the MLP and decoder settle on the final integers."""
+    lr_final_factor: float = 1.0
+    """Learning-rate multiplier reached at the last step (with lr_decay_start < 1)."""
+    rate_lambda_start_factor: float = 1.0
+    """The rate weight starts at this multiple of rate_lambda and decays (half cosine over all steps) to
+    rate_lambda; the authors' public Kodak config decays 1e-3 -> 1e-4, i.e. factor 10."""
     entropy_refit_steps: int = 500
     """Steps fitting the entropy model alone to the final integer latents (the file's tables come from it)."""
     batch_pixels: int = 2**16
@@ -94,6 +102,9 @@ class ImageFieldConfig:
             (self.soft_round_alpha_end >= self.soft_round_alpha_start, "soft_round_alpha_end", "must be >= start"),
             (self.batch_pixels >= 1, "batch_pixels", "must be >= 1"),
             (self.entropy_refit_steps >= 0, "entropy_refit_steps", "must be >= 0"),
+            (0.0 <= self.lr_decay_start <= 1.0, "lr_decay_start", "must be in [0, 1]"),
+            (self.lr_final_factor >= 0, "lr_final_factor", "must be >= 0"),
+            (self.rate_lambda_start_factor >= 0, "rate_lambda_start_factor", "must be >= 0"),
             (self.implementation in ("tcnn", "torch"), "implementation", "must be 'tcnn' or 'torch'"),
         ]
         for ok, name, rule in checks:
@@ -120,6 +131,18 @@ ARCHITECTURE_FIELDS = (
     "num_hidden_layers", "entropy_filters",
 )  # fmt: skip
 """Config fields that determine the modules (what a file must store to rebuild the field)."""
+
+
+def schedule_factors(config: ImageFieldConfig, step: int, steps: int) -> Tuple[float, float]:
+    """(learning-rate multiplier, rate-weight multiplier) at ``step`` of ``steps`` (1.0, 1.0 with the defaults)."""
+    t = step / max(steps, 1)
+    lr = 1.0
+    if t > config.lr_decay_start and config.lr_decay_start < 1.0:
+        u = (t - config.lr_decay_start) / (1.0 - config.lr_decay_start)
+        lr = config.lr_final_factor + (1.0 - config.lr_final_factor) * 0.5 * (1.0 + math.cos(math.pi * u))
+    f = config.rate_lambda_start_factor
+    rate = 1.0 + (f - 1.0) * 0.5 * (1.0 + math.cos(math.pi * t))
+    return lr, rate
 
 
 def pixel_centres(height: int, width: int, device: Union[str, torch.device] = "cpu") -> Float[Tensor, "hw 2"]:

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from shacira_nerf.core.grid import TCNN_AVAILABLE
 from shacira_nerf.core.hash_grid import corner_indices_and_weights
-from shacira_nerf.image.field import ImageField, ImageFieldConfig, pixel_centres
+from shacira_nerf.image.field import ImageField, ImageFieldConfig, pixel_centres, schedule_factors
 
 CORNER_CACHE_BYTES = 2 * 1024**3
 """Largest corner cache (rows + weights of every pixel) kept for training; beyond it corners are recomputed."""
@@ -147,11 +147,16 @@ def fit_image(
     num_latents = field.num_latents()
     rate_lambda = field.config.rate_lambda
 
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+
     bar = _progress_bar(progress)
     task = bar.add_task("fitting", total=steps, psnr=float("nan"), bpp=float("nan"))
     with bar:
         for step in range(steps):
             field.grid.set_progress(step, steps)
+            lr_factor, rate_factor = schedule_factors(field.config, step, steps)
+            for group, lr in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = lr * lr_factor
             index = (
                 None
                 if full_batch
@@ -164,7 +169,7 @@ def fit_image(
             mse = torch.mean((rgb - (target if index is None else target[index])) ** 2)
             loss = mse
             if rate_lambda > 0:
-                loss = loss + rate_lambda * field.grid.rate_bits() / num_latents
+                loss = loss + rate_lambda * rate_factor * field.grid.rate_bits() / num_latents
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
