@@ -1,9 +1,10 @@
 """Collect GPU rate-distortion runs (``runs.jsonl`` written by ``gpu/train_eval.sh``) into results and a plot.
 
-    python benchmarks/rd.py collect RUNS_JSONL --scene lego --machine "..." --date YYYY-MM-DD
-    python benchmarks/rd.py plot --scene lego
+    python benchmarks/rd.py collect RUNS_JSONL --scene lego --machine "..." --date YYYY-MM-DD [--tag T] [--match S]
+    python benchmarks/rd.py plot --scene lego [--tag T]
 
-``collect`` appends one object per run to ``results/rd_<scene>.jsonl`` with exactly the keys of the benchmark
+``collect`` appends one object per run (only runs whose command contains S, if given) to
+``results/rd_<scene>[_<tag>].jsonl`` (a tag keeps runs of another protocol apart, e.g. ``blender``) with exactly the keys of the benchmark
 (scene, method, lambda, iterations, psnr, ssim, lpips, size_bytes, size_bytes_fp32, seconds_per_iter,
 train_seconds, date, machine, command); ``plot`` draws PSNR against MB (log x) into ``results/rd_<scene>.png`` and
 prints a markdown table.
@@ -30,10 +31,16 @@ def _lambda(command: str):
     return float(m.group(1)) if m else 1e-4
 
 
-def collect(runs: Path, scene: str, machine: str, date: str) -> Path:
+def results_file(scene: str, tag: str, suffix: str) -> Path:
+    return RESULTS / f"rd_{scene}{'_' + tag if tag else ''}.{suffix}"
+
+
+def collect(runs: Path, scene: str, machine: str, date: str, tag: str = "", match: str = "") -> Path:
     rows = []
     for line in runs.read_text().splitlines():
         r = json.loads(line)
+        if match not in r["command"]:
+            continue
         lpips = r.get("lpips")
         row = {
             "scene": scene, "method": r["method"],
@@ -45,7 +52,7 @@ def collect(runs: Path, scene: str, machine: str, date: str) -> Path:
             "date": date, "machine": machine, "command": r["command"],
         }  # fmt: skip
         rows.append(row)
-    out = RESULTS / f"rd_{scene}.jsonl"
+    out = results_file(scene, tag, "jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as f:
         for row in rows:
@@ -53,13 +60,13 @@ def collect(runs: Path, scene: str, machine: str, date: str) -> Path:
     return out
 
 
-def plot(scene: str) -> None:
+def plot(scene: str, tag: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in (RESULTS / f"rd_{scene}.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in results_file(scene, tag, "jsonl").read_text().splitlines()]
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for method, marker in (("nerfacto", "s"), ("shacira", "o")):
         pts = sorted((r["size_bytes"] / 1e6, r["psnr"], r) for r in rows if r["method"] == method)
@@ -77,7 +84,7 @@ def plot(scene: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / f"rd_{scene}.png", dpi=130)
+    fig.savefig(results_file(scene, tag, "png"), dpi=130)
     print("| method | λ | iterations | PSNR | SSIM | size (MB) | fp32 (MB) | s/iter | train s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in sorted(rows, key=lambda r: (r["method"], -r["size_bytes"])):
@@ -95,13 +102,16 @@ def main() -> None:
     c.add_argument("--scene", required=True)
     c.add_argument("--machine", required=True)
     c.add_argument("--date", required=True)
+    c.add_argument("--tag", default="", help="results file suffix: rd_<scene>_<tag>.jsonl")
+    c.add_argument("--match", default="", help="only runs whose command contains this text")
     p = sub.add_parser("plot")
     p.add_argument("--scene", required=True)
+    p.add_argument("--tag", default="")
     args = parser.parse_args()
     if args.cmd == "collect":
-        print(collect(args.runs, args.scene, args.machine, args.date))
+        print(collect(args.runs, args.scene, args.machine, args.date, args.tag, args.match))
     else:
-        plot(args.scene)
+        plot(args.scene, args.tag)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,10 @@ from shacira_nerf.errors import UserError
 CONSOLE = Console(stderr=True)
 
 
+CPU_RAYS_PER_CHUNK = 1024
+"""Rays per forward pass when rendering on a CPU (see ``render``)."""
+
+
 def check_output_folder(path: Path) -> None:
     """Fail early (before minutes of loading) if the output cannot be written."""
     parent = path.parent if str(path.parent) else Path(".")
@@ -136,6 +140,10 @@ def render(
     from shacira_nerf.nerf.scene_file import decode_scene
 
     loaded = decode_scene(data, device)
+    if loaded.model.device.type == "cpu":
+        # Smaller chunks are faster on a CPU (less memory to allocate and touch per pass; each ray is independent):
+        # measured on a nerfacto-sized scene, 1024 rays per chunk rendered 2x faster than nerfacto's 32768.
+        loaded.model.config.eval_num_rays_per_chunk = min(loaded.model.config.eval_num_rays_per_chunk, CPU_RAYS_PER_CHUNK)
     fps = 24.0
     if camera_path is not None:
         cameras, seconds, path_fps = _cameras_from_path_json(camera_path)
