@@ -14,7 +14,7 @@ kodak_steps=${1:-6000}; sens_steps=${2:-4000}; shift $(( $# < 2 ? $# : 2 ))
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/constriction-*.whl \
   >"$out/kodak.log" 2>&1 || { echo "constriction install failed"; cat "$out/kodak.log"; exit 1; }
-export PYTHONPATH=/tmp/site:$PWD
+export PYTHONPATH=$PWD:/tmp/site  # this tree first: a shacira wheel installed in /tmp/site may be older
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader >>"$out/kodak.log" 2>&1
 timeout "${LIMIT:-520}" python3 benchmarks/image_kodak.py .gpu/kodak --sensitivity .gpu/kodak/kodim23.png \
   --steps "$kodak_steps" --sensitivity-steps "$sens_steps" --device cuda --out-dir "$out" "$@" 2>&1 | tee -a "$out/kodak.log"
