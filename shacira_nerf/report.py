@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from shacira_nerf.codec import ContainerError, container_layout
-
-BYTES_PER_MB = 1_000_000
+from shacira_nerf.units import BYTES_PER_MB
 
 
 def _kind_of(section: str) -> str:

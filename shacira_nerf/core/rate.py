@@ -9,8 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-BYTES_PER_MB = 1_000_000
-"""MB means 10^6 bytes throughout the project."""
+from shacira_nerf.units import BYTES_PER_MB
 
 
 def bits_from_likelihoods(likelihoods: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from shacira_nerf.errors import UserError
+from shacira_nerf.units import BYTES_PER_MB
 
 CONSOLE = Console(stderr=True)
 
@@ -83,7 +84,7 @@ def export(load_config: Path, output_path: Path, data: Optional[Path] = None, ca
     n = write_container(output_path, header, list(sections.items()))
     est = header["estimate"]
     CONSOLE.print(
-        f"Wrote {output_path}: {n:,} bytes = {n / 1e6:.4f} MB (file size; training estimate was {est['size_MB']:.4f} MB)"
+        f"Wrote {output_path}: {n:,} bytes = {n / BYTES_PER_MB:.4f} MB (file size; training estimate was {est['size_MB']:.4f} MB)"
         f" from {ckpt} (step {step})"
     )
     return n

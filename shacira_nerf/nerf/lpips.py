@@ -30,7 +30,7 @@ class LazyLPIPS:
         self._metric = None
         self.unavailable_reason: Optional[str] = None
 
-    def _build(self, device: torch.device) -> None:
+    def _build(self) -> None:
         path = alexnet_weights_path()
         if not os.path.exists(path):
             self.unavailable_reason = f"LPIPS not computed: AlexNet weights not in the torch cache ({path})"
@@ -42,7 +42,7 @@ class LazyLPIPS:
 
     def __call__(self, preds: Tensor, target: Tensor) -> Optional[Tensor]:
         if self._metric is None and self.unavailable_reason is None:
-            self._build(preds.device)
+            self._build()
         if self._metric is None:
             return None
         self._metric = self._metric.to(preds.device)

@@ -27,11 +27,11 @@ from torch.nn import Parameter
 
 from shacira_nerf.core.grid import ShaciraGrid
 from shacira_nerf.core.quantizer import AnnealedQuantizer
-from shacira_nerf.core.rate import BYTES_PER_MB
 from shacira_nerf.errors import UserError
 from shacira_nerf.nerf.fields import ShaciraDensityField, ShaciraNerfactoField, make_grid
 from shacira_nerf.nerf.lpips import LazyLPIPS
 from shacira_nerf.nerf.viewer_panel import SizePanel
+from shacira_nerf.units import BYTES_PER_MB
 
 
 class ShaciraConfigError(UserError, ValueError):

@@ -12,6 +12,8 @@ from typing import Type
 
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 
+from shacira_nerf.units import BYTES_PER_MB
+
 
 @dataclass
 class ShaciraPipelineConfig(VanillaPipelineConfig):
@@ -34,7 +36,7 @@ class ShaciraPipeline(VanillaPipeline):
 
             estimate = model.estimate_size()
             metrics["size_bytes"] = len(encode_pipeline(self))
-            metrics["size_MB"] = metrics["size_bytes"] / 1e6
+            metrics["size_MB"] = metrics["size_bytes"] / BYTES_PER_MB
             metrics["size_note"] = "size_bytes is the byte length of the .shac file `shacira export` writes"
             metrics["estimate_size_MB"] = estimate["size_MB"]
             metrics["estimate_bits_per_latent"] = estimate["bits_per_latent"]

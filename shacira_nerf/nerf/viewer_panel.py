@@ -13,7 +13,7 @@ from typing import Dict, Optional
 from nerfstudio.viewer.viewer_elements import ViewerText
 from torch import nn
 
-BYTES_PER_MB = 1_000_000
+from shacira_nerf.units import BYTES_PER_MB
 
 
 class SizePanel(nn.Module):
