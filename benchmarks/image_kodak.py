@@ -111,6 +111,18 @@ def codec_curves(image: np.ndarray, quick: bool) -> Dict[str, List[Dict[str, flo
     return out
 
 
+def training_settings(args: argparse.Namespace) -> Dict:
+    """The command line's optimisation settings, shared by the Kodak preset and the sensitivity runs."""
+    return {
+        "lr_latents": args.lr_latents,
+        "lr_entropy": args.lr_entropy,
+        "lr_decay_start": args.lr_decay_start,
+        "lr_final_factor": args.lr_final_factor,
+        "batch_pixels": args.batch_pixels,
+        "implementation": "torch",
+    }
+
+
 def base_config(args: argparse.Namespace) -> ImageFieldConfig:
     """The Kodak preset from the command line (rate weight and table size are set per point)."""
     return ImageFieldConfig(
@@ -118,28 +130,15 @@ def base_config(args: argparse.Namespace) -> ImageFieldConfig:
         max_res=args.max_res,
         hidden_dim=args.hidden_dim,
         num_hidden_layers=args.hidden_layers,
-        lr_latents=args.lr_latents,
-        lr_entropy=args.lr_entropy,
-        lr_decay_start=args.lr_decay_start,
-        lr_final_factor=args.lr_final_factor,
         rate_lambda_start_factor=args.lambda_start_factor,
-        batch_pixels=args.batch_pixels,
-        implementation="torch",
+        **training_settings(args),
     )
 
 
 def sensitivity_config(args: argparse.Namespace) -> ImageFieldConfig:
     """Appendix sec. 3 defaults: 16 levels, latent/feature dim 1, width 48, depth 2, lambda 1e-4, annealing 0.95."""
     return ImageFieldConfig(
-        rate_lambda=args.sensitivity_lambda,
-        hidden_dim=48,
-        num_hidden_layers=2,
-        lr_latents=args.lr_latents,
-        lr_entropy=args.lr_entropy,
-        lr_decay_start=args.lr_decay_start,
-        lr_final_factor=args.lr_final_factor,
-        batch_pixels=args.batch_pixels,
-        implementation="torch",
+        rate_lambda=args.sensitivity_lambda, hidden_dim=48, num_hidden_layers=2, **training_settings(args)
     )
 
 
