@@ -4,6 +4,7 @@
 # Everything lives under /tmp/bench on the GPU machine ($OUT is emptied before every call):
 #   bash benchmarks/gpu/bg.sh setup                      copy the scripts and .gpu/* scenes to /tmp/bench
 #   bash benchmarks/gpu/bg.sh start NAME SCENE METHOD ITERS [ns-train args]   SCENE: a folder name under .gpu
+#   bash benchmarks/gpu/bg.sh stop NAME                  end one run (its training or evaluation)
 #   bash benchmarks/gpu/bg.sh watch SECONDS [FILES...]   wait until all runs end or SECONDS pass; progress table;
 #                                                        runs.jsonl, logs.tgz and FILES (from /tmp/bench/out) to $OUT
 set -uo pipefail
@@ -20,6 +21,10 @@ start)
   BENCH_OUT=$root/out setsid nohup bash $root/bin/train_eval.sh "$root/data/$scene" "$name" "$@" \
     >"$root/out/$name.stdout" 2>&1 </dev/null &
   echo "started $name (pid $!)" ;;
+stop)
+  # Patterns that match the run's processes but not this command's own shell (pkill -f would match "bg.sh stop NAME").
+  pkill -f "train_eval.sh $root/data/[^ ]+ ${2:?NAME} " ; pkill -f -- "--timestamp $2 "; pkill -f -- "/$2/config.yml"
+  sleep 1; pgrep -f -- "--timestamp $2 " >/dev/null && echo "$2 still running" || echo "stopped $2" ;;
 watch)
   end=$((SECONDS + ${2:?SECONDS})); shift 2
   while [ $SECONDS -lt $end ] && pgrep -f "$root/bin/train_eval.sh" >/dev/null; do sleep 15; done

@@ -43,8 +43,14 @@ else
 fi
 t1=$(date +%s.%N)
 if [ "${EVAL:-1}" = 0 ]; then echo '{"results": {"psnr": null, "ssim": null}}' >"$out/$name.eval.json"
-else python3 "$here/ns_bench.py" eval --load-config "$run/config.yml" --output-path "$out/$name.eval.json" >>"$log" 2>&1 \
-  || { echo "[$name] eval failed" | tee -a "$log"; exit 1; }; fi
+else
+  # Evaluations of runs sharing the GPU can run out of its memory at once: retry after a pause (EVAL_TRIES, default 3).
+  for try in $(seq "${EVAL_TRIES:-3}"); do
+    python3 "$here/ns_bench.py" eval --load-config "$run/config.yml" --output-path "$out/$name.eval.json" >>"$log" 2>&1 && break
+    echo "[$name] eval attempt $try failed" >>"$log"; rm -f "$out/$name.eval.json"; sleep 60
+  done
+  [ -f "$out/$name.eval.json" ] || { echo "[$name] eval failed" | tee -a "$log"; exit 1; }
+fi
 if [ "$method" = shacira ]; then
   python3 "$bin/shacira" export --load-config "$run/config.yml" --output-path "$out/$name.shac" >>"$log" 2>&1
   python3 "$bin/shacira" info "$out/$name.shac" --json >"$out/$name.info.json" 2>>"$log"
