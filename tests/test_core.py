@@ -34,6 +34,18 @@ def test_soft_rounding_approaches_hard_rounding_as_schedule_ends() -> None:
     assert errors[-1] < 0.03  # nearly hard rounding at the end of annealing (alpha = 32)
 
 
+def test_rounding_schedule_resumes_from_a_checkpoint() -> None:
+    """The schedule's progress survives save/load (resume), including the host copy the forward pass reads."""
+    trained = AnnealedQuantizer().train()
+    trained.set_progress(333, 1000)
+    assert trained.progress_value == float(trained.progress)  # host copy == the float32 buffer, to the bit
+    resumed = AnnealedQuantizer().train()
+    resumed.load_state_dict(trained.state_dict())
+    assert resumed.alpha == trained.alpha and resumed.annealing
+    x = torch.linspace(-2, 2, 101)
+    assert torch.equal(resumed(x), trained(x))
+
+
 def test_straight_through_after_annealing_and_hard_rounding_in_eval() -> None:
     q = AnnealedQuantizer(anneal_fraction=0.95).train()
     q.set_progress(960, 1000)

@@ -14,6 +14,8 @@ which is the identity as a -> 0 and hard rounding as a -> inf. The sharpness ``a
 from __future__ import annotations
 
 import math
+import struct
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
@@ -53,22 +55,39 @@ class AnnealedQuantizer(nn.Module):
         self.anneal_fraction = float(anneal_fraction)
         # Training progress in [0, 1]; a buffer so that a resumed checkpoint continues the schedule where it was.
         self.register_buffer("progress", torch.zeros(()), persistent=True)
+        # Host copy of the buffer: reading a CUDA buffer with float() waits for the GPU, and the forward pass needs
+        # the value twice per call; a sync per call stalls the kernel queue of every training step. None: read the
+        # buffer once (after a checkpoint was loaded into it).
+        self._progress_host: Optional[float] = 0.0
 
     def set_progress(self, step: int, max_steps: int) -> None:
         """Move the schedule to ``step`` of ``max_steps`` (called by the training loop before each iteration)."""
-        self.progress.fill_(min(max(step / max(max_steps, 1), 0.0), 1.0))
+        value = min(max(step / max(max_steps, 1), 0.0), 1.0)
+        self.progress.fill_(value)
+        self._progress_host = struct.unpack("f", struct.pack("f", value))[0]  # the buffer's float32 value
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._progress_host = None
+
+    @property
+    def progress_value(self) -> float:
+        """The schedule's progress as a Python float, without a device read-back once known."""
+        if self._progress_host is None:
+            self._progress_host = float(self.progress)
+        return self._progress_host
 
     @property
     def annealing(self) -> bool:
         """Whether soft rounding (rather than straight-through rounding) is in use at the current progress."""
-        return float(self.progress) < self.anneal_fraction
+        return self.progress_value < self.anneal_fraction
 
     @property
     def alpha(self) -> float:
         """Current soft-rounding sharpness: geometric interpolation from alpha_start to alpha_end."""
         if self.anneal_fraction <= 0:
             return self.alpha_end
-        t = min(float(self.progress) / self.anneal_fraction, 1.0)
+        t = min(self.progress_value / self.anneal_fraction, 1.0)
         return self.alpha_start * (self.alpha_end / self.alpha_start) ** t
 
     def forward(self, x: Tensor) -> Tensor:

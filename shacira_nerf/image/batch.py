@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from shacira_nerf.core.entropy_model import FactorizedEntropyModel
 from shacira_nerf.core.hash_grid import corner_indices_and_weights
-from shacira_nerf.core.quantizer import AnnealedQuantizer, soft_round, ste_round
+from shacira_nerf.core.quantizer import AnnealedQuantizer
 from shacira_nerf.image.field import ImageField, ImageFieldConfig, pixel_centres, schedule_factors
 from shacira_nerf.image.train import REFIT_LR, image_to_tensor, resolve_device
 
@@ -124,7 +124,6 @@ class BatchedImageFields(nn.Module):
                     stacked[i * D : i * D + member.shape[0]] = member
         cfg = first.config
         self.quantizer = AnnealedQuantizer(cfg.soft_round_alpha_start, cfg.soft_round_alpha_end, cfg.anneal_fraction)
-        self.progress = 0.0
 
     def quantized(self) -> Float[Tensor, "b rows d"]:
         """The latents as training sees them now (soft/straight-through rounded; rounded in eval mode).
@@ -133,25 +132,12 @@ class BatchedImageFields(nn.Module):
         float64 normaliser differ in the last bit), and Adam would blow such a gradient up into real updates of the
         padded decoder rows.
         """
-        q = self._quantize(self.latents)
+        q = self.quantizer(self.latents)
         return q * self.rate_mask if self.padded else q
 
     def set_progress(self, step: int, steps: int) -> None:
-        """Move the rounding schedule to ``step`` of ``steps``, kept as a Python float: ``AnnealedQuantizer`` keeps
-        it in a device buffer and reads it back every step, a GPU sync that stops kernels queueing ahead."""
+        """Move the rounding schedule to ``step`` of ``steps`` (the same schedule as ``fit_image``'s)."""
         self.quantizer.set_progress(step, steps)
-        # float32 like the quantizer's buffer, so that the sharpness equals fit_image's to the last bit
-        self.progress = float(np.float32(min(max(step / max(steps, 1), 0.0), 1.0)))
-
-    def _quantize(self, x: Tensor) -> Tensor:
-        """``AnnealedQuantizer.forward`` at ``self.progress`` (same formulas, no device read-back)."""
-        qz = self.quantizer
-        if not self.training:
-            return torch.round(x)
-        if self.progress >= qz.anneal_fraction:
-            return ste_round(x)
-        t = min(self.progress / qz.anneal_fraction, 1.0) if qz.anneal_fraction > 0 else 1.0
-        return soft_round(x, qz.alpha_start * (qz.alpha_end / qz.alpha_start) ** t)
 
     def rate_bits(self, q: Float[Tensor, "b rows d"]) -> Float[Tensor, " b"]:
         """Bits of each member's (unpadded) quantized latents under its entropy model, float32."""
