@@ -80,7 +80,10 @@ def plot(scene: str, tag: str = "") -> None:
     ax.set_xlabel("size (MB = 10^6 bytes; shacira: .shac file, nerfacto: float16 parameters)")
     ax.set_ylabel("PSNR (dB), all test views")
     its = sorted({r["iterations"] for r in rows})
-    ax.set_title(f"{scene}: rate-distortion at {', '.join(map(str, its))} iterations")
+    ax.set_title(f"{scene}{f' ({tag})' if tag else ''}: rate-distortion at {', '.join(map(str, its))} iterations")
+    if not any(r["method"] == "nerfacto" for r in rows):
+        ax.text(0.98, 0.03, "no nerfacto run evaluated (benchmarks/README.md)", transform=ax.transAxes,
+                ha="right", fontsize=8, color="gray")  # fmt: skip
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
