@@ -79,7 +79,9 @@ row = {"name": name, "method": method, "iterations": int(iters), "psnr": ev["psn
        "segments": len(glob.glob(f"{run}/events.out.tfevents.*")), "command": command,
        "gpu": torch.cuda.get_device_name(0), "eval": ev}
 ck = sorted(glob.glob(f"{run}/nerfstudio_models/*.ckpt"))[-1]
-sd = torch.load(ck, map_location="cpu", weights_only=False)["pipeline"]
+from shacira_nerf.checkpoints import allow_nerfstudio_checkpoints  # numpy scalars only; loading stays safe
+allow_nerfstudio_checkpoints()
+sd = torch.load(ck, map_location="cpu", weights_only=True)["pipeline"]
 if method == "nerfacto":
     n = sum(v.numel() for k, v in sd.items()
             if k.startswith(("_model.field.", "_model.proposal_networks.")) and v.is_floating_point())
