@@ -10,6 +10,7 @@ vs nerfstudio's torch HashEncoding). Reports the steady-state median iteration t
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,8 @@ from common import append_jsonl, command_line, machine, steady_iteration_seconds
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SCENE = REPO / "data" / "shacira-toy"
+NS_BENCH = HERE / "gpu" / "ns_bench.py"
+"""The offline ns-train launcher shared with the GPU benchmarks."""
 
 # nerfacto with exactly shacira-tiny's settings (see method_configs/shacira.py), stock hash grid.
 NERFACTO_AS_TINY = [
@@ -43,12 +46,14 @@ NERFACTO_AS_TINY = [
 
 
 def train(method_args, out: Path, name: str, iterations: int, extra_tail=()) -> Path:
-    # Stock nerfacto needs the offline launcher (it builds LPIPS, which downloads AlexNet); shacira does not.
-    launcher = ["ns-train"] if method_args[0].startswith("shacira") else [sys.executable, str(HERE / "offline_ns_train.py")]
+    # Stock nerfacto needs the offline launcher (it builds LPIPS, which downloads AlexNet); shacira does not. The
+    # baseline keeps nerfstudio's stock gather here (SHACIRA_BENCH_GATHER=index), as measured in benchmarks/README.md.
+    launcher = ["ns-train"] if method_args[0].startswith("shacira") else [sys.executable, str(NS_BENCH), "train"]
     args = [*launcher, *method_args, "--data", str(SCENE), "--max-num-iterations", str(iterations),
             "--vis", "tensorboard", "--output-dir", str(out), "--experiment-name", "bench", "--timestamp", name,
             "--steps-per-eval-batch", "100000", "--steps-per-eval-image", "100000", *extra_tail]  # fmt: skip
-    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "SHACIRA_BENCH_GATHER": "index"}
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     return next(out.glob(f"bench/*/{name}"))
 
 

@@ -1,4 +1,4 @@
-"""Run `ns-train` / `ns-eval` for the GPU benchmarks, offline, with nerfacto's torch hash grid made usable.
+"""Run `ns-train` / `ns-eval` for the benchmarks, offline, with nerfacto's torch hash grid made usable on a GPU.
 
     python3 benchmarks/gpu/ns_bench.py train|eval [the usual ns-train / ns-eval arguments]
 
