@@ -5,6 +5,10 @@
 #   bash benchmarks/gpu/bg.sh setup                      copy the scripts and .gpu/* scenes to /tmp/bench
 #   bash benchmarks/gpu/bg.sh start NAME SCENE METHOD ITERS [ns-train args]   SCENE: a folder name under .gpu
 #   bash benchmarks/gpu/bg.sh stop NAME                  end one run (its training or evaluation)
+#   bash benchmarks/gpu/bg.sh kodak STEPS SENS_STEPS [image_kodak.py flags]   gpu/kodak.sh in the background, from a
+#                                                        copy of this tree and .kodak/ (carry it) under /tmp/bench
+# Each background run is limited to OMP_NUM_THREADS threads (default 4): three nerfacto runs left at torch's default
+# (16 threads each) saturated the 16 cores (load 48, 350 ms/step each against 45 ms alone) while the GPU sat at 1%.
 #   bash benchmarks/gpu/bg.sh watch SECONDS [FILES...]   wait until all runs end or SECONDS pass; progress table;
 #                                                        runs.jsonl, logs.tgz and FILES (from /tmp/bench/out) to $OUT
 set -uo pipefail
@@ -18,16 +22,24 @@ setup)
   ls $root/data ;;
 start)
   shift; name=$1; scene=$2; shift 2
-  BENCH_OUT=$root/out setsid nohup bash $root/bin/train_eval.sh "$root/data/$scene" "$name" "$@" \
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} BENCH_OUT=$root/out setsid nohup bash $root/bin/train_eval.sh "$root/data/$scene" "$name" "$@" \
     >"$root/out/$name.stdout" 2>&1 </dev/null &
   echo "started $name (pid $!)" ;;
+kodak)
+  shift; mkdir -p $root/repo $root/kodak-out
+  cp -r shacira_nerf benchmarks $root/repo/ && mkdir -p $root/repo/.gpu $root/repo/.whl && cp .whl/constriction-*.whl $root/repo/.whl/
+  [ -d $root/repo/.gpu/kodak ] || cp -r .kodak $root/repo/.gpu/kodak
+  cd $root/repo && OUT=$root/kodak-out LIMIT=${LIMIT:-1500} setsid nohup bash benchmarks/gpu/kodak.sh "$@" \
+    >$root/kodak-out/kodak.stdout 2>&1 </dev/null &
+  echo "started kodak (pid $!)" ;;
 stop)
   # Patterns that match the run's processes but not this command's own shell (pkill -f would match "bg.sh stop NAME").
   pkill -f "train_eval.sh $root/data/[^ ]+ ${2:?NAME} " ; pkill -f -- "--timestamp $2 "; pkill -f -- "/$2/config.yml"
   sleep 1; pgrep -f -- "--timestamp $2 " >/dev/null && echo "$2 still running" || echo "stopped $2" ;;
 watch)
   end=$((SECONDS + ${2:?SECONDS})); shift 2
-  while [ $SECONDS -lt $end ] && pgrep -f "$root/bin/train_eval.sh" >/dev/null; do sleep 15; done
+  busy() { pgrep -f "$root/bin/train_eval.sh" >/dev/null || pgrep -f "benchmarks/image_kodak.py" >/dev/null; }
+  while [ $SECONDS -lt $end ] && busy; do sleep 15; done
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
   for f in "$root"/out/*.log; do
     [ -e "$f" ] || continue
@@ -35,9 +47,11 @@ watch)
     end_line=$(grep -aE 'done:|failed|resuming' "$f" | tail -1 | cut -c1-160)
     echo "$(basename "$f" .log): ${step:-no step yet} ${end_line}"
   done
-  pgrep -f "$root/bin/train_eval.sh" >/dev/null && echo "STILL RUNNING" || echo "ALL ENDED"
+  [ -f $root/kodak-out/kodak.log ] && echo "kodak: $(grep -aE 'step|group|wrote|exit' $root/kodak-out/kodak.log | tail -3 | cut -c1-200)"
+  busy && echo "STILL RUNNING" || echo "ALL ENDED"
   [ -n "${OUT:-}" ] || exit 0
   [ -f $root/out/runs.jsonl ] && cp $root/out/runs.jsonl "$OUT/"
   tar czf "$OUT/logs.tgz" -C $root/out --exclude='*.shac' .
-  for f in "$@"; do [ -f "$root/out/$f" ] && cp "$root/out/$f" "$OUT/"; done ;;
+  for f in "$@"; do [ -f "$root/out/$f" ] && cp "$root/out/$f" "$OUT/"; done
+  [ -d $root/kodak-out ] && tar czf "$OUT/kodak.tgz" -C $root/kodak-out . ;;
 esac

@@ -16,6 +16,6 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
   >"$out/kodak.log" 2>&1 || { echo "constriction install failed"; cat "$out/kodak.log"; exit 1; }
 export PYTHONPATH=$PWD:/tmp/site  # this tree first: a shacira wheel installed in /tmp/site may be older
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader >>"$out/kodak.log" 2>&1
-timeout "${LIMIT:-520}" python3 benchmarks/image_kodak.py .gpu/kodak --sensitivity .gpu/kodak/kodim23.png \
+timeout "${LIMIT:-520}" python3 benchmarks/image_kodak.py "${KODAK_DIR:-.gpu/kodak}" --sensitivity "${KODAK_DIR:-.gpu/kodak}/kodim23.png" \
   --steps "$kodak_steps" --sensitivity-steps "$sens_steps" --device cuda --out-dir "$out" "$@" 2>&1 | tee -a "$out/kodak.log"
 echo "exit ${PIPESTATUS[0]}" | tee -a "$out/kodak.log"
