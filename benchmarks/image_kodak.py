@@ -118,6 +118,7 @@ def training_settings(args: argparse.Namespace) -> Dict:
         "lr_entropy": args.lr_entropy,
         "lr_decay_start": args.lr_decay_start,
         "anneal_fraction": args.anneal_fraction,
+        "quantizer": args.quantizer,
         "lr_final_factor": args.lr_final_factor,
         "batch_pixels": args.batch_pixels,
         "implementation": "torch",
@@ -239,8 +240,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--lr-entropy", type=float, default=1e-3)
     parser.add_argument("--lambda-start-factor", type=float, default=10.0)
     parser.add_argument("--lr-decay-start", type=float, default=0.7)
-    parser.add_argument("--anneal-fraction", type=float, default=ImageFieldConfig.anneal_fraction,
-                        help="fraction of training with soft rounding (then straight-through rounding)")
+    parser.add_argument(
+        "--anneal-fraction",
+        type=float,
+        default=ImageFieldConfig.anneal_fraction,
+        help="fraction of training with soft rounding or SGA (then straight-through rounding); the authors' SGA: 0.9",
+    )
+    parser.add_argument(
+        "--quantizer",
+        choices=("soft_round", "sga"),
+        default=ImageFieldConfig.quantizer,
+        help="rounding stand-in while annealing: A&T soft rounding or stochastic Gumbel annealing (authors' Kodak)",
+    )
     parser.add_argument("--lr-final-factor", type=float, default=0.1)
     parser.add_argument("--batch-pixels", type=int, default=2**16, help="random pixels per image and step")
     parser.add_argument("--batch", action=argparse.BooleanOptionalAction, default=True,

@@ -31,6 +31,17 @@ def _lambda(command: str):
     return float(m.group(1)) if m else 1e-4
 
 
+def _nerfacto_lr(command: str) -> float:
+    """The networks' learning rate of a nerfacto run (nerfstudio's default 1e-2 unless the command sets it)."""
+    m = re.search(r"--optimizers\.fields\.optimizer\.lr\s+(\S+)", command)
+    return float(m.group(1)) if m else 1e-2
+
+
+def _log2_table(command: str) -> int:
+    m = re.search(r"--pipeline\.model\.log2-hashmap-size\s+(\d+)", command)
+    return int(m.group(1)) if m else 19
+
+
 def results_file(scene: str, tag: str, suffix: str) -> Path:
     return RESULTS / f"rd_{scene}{'_' + tag if tag else ''}.{suffix}"
 
@@ -68,13 +79,16 @@ def plot(scene: str, tag: str = "") -> None:
 
     rows = [json.loads(line) for line in results_file(scene, tag, "jsonl").read_text().splitlines()]
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    for method, marker in (("nerfacto", "s"), ("shacira", "o")):
-        pts = sorted((r["size_bytes"] / 1e6, r["psnr"], r) for r in rows if r["method"] == method)
-        if not pts:
-            continue
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=method)
+    # One line per method, and for nerfacto one per learning rate: its torch path is very sensitive to it.
+    series = {}
+    for r in rows:
+        key = "shacira" if r["method"] == "shacira" else f"nerfacto, lr {_nerfacto_lr(r['command']):g}"
+        series.setdefault(key, []).append(r)
+    for key, members in sorted(series.items()):
+        pts = sorted((r["size_bytes"] / 1e6, r["psnr"], r) for r in members)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if key == "shacira" else "s", label=key)
         for mb, psnr, r in pts:
-            label = f"λ={r['lambda']:g}" if method == "shacira" else f"{r['size_bytes_fp32'] / 1e6:.0f} MB fp32"
+            label = f"λ={r['lambda']:g}" if key == "shacira" else f"2^{_log2_table(r['command'])}"
             ax.annotate(label, (mb, psnr), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("size (MB = 10^6 bytes; shacira: .shac file, nerfacto: float16 parameters)")
@@ -88,10 +102,14 @@ def plot(scene: str, tag: str = "") -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(results_file(scene, tag, "png"), dpi=130)
-    print("| method | λ | iterations | PSNR | SSIM | size (MB) | fp32 (MB) | s/iter | train s |")
+    print("| method | λ / lr | iterations | PSNR | SSIM | size (MB) | fp32 (MB) | s/iter | train s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in sorted(rows, key=lambda r: (r["method"], -r["size_bytes"])):
-        lam = "" if r["lambda"] is None else f"{r['lambda']:g}"
+        lam = (
+            f"λ {r['lambda']:g}"
+            if r["method"] == "shacira"
+            else f"2^{_log2_table(r['command'])}, lr {_nerfacto_lr(r['command']):g}"
+        )
         fp32 = "" if r["size_bytes_fp32"] is None else f"{r['size_bytes_fp32'] / 1e6:.2f}"
         print(f"| {r['method']} | {lam} | {r['iterations']} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
               f"{r['size_bytes'] / 1e6:.3f} | {fp32} | {r['seconds_per_iter']:.4f} | {r['train_seconds']:.0f} |")  # fmt: skip

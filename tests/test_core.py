@@ -15,6 +15,7 @@ from shacira_nerf.core import (
     ShaciraGrid,
     bits_from_likelihoods,
     hash_grid_lookup,
+    sga_round,
     soft_round,
     ste_round,
 )
@@ -67,6 +68,82 @@ def test_soft_round_limits_and_gradient() -> None:
     soft_round(x, 4.0).sum().backward()
     assert (x.grad > 0).all()
     assert torch.equal(ste_round(torch.tensor([1.4, -0.6])), torch.tensor([1.0, -1.0]))
+
+
+def _sga(progress: int, anneal_fraction: float = 0.9) -> AnnealedQuantizer:
+    q = AnnealedQuantizer(anneal_fraction=anneal_fraction, mode="sga", temperature_start=1.0, temperature_end=0.1)
+    q.train().set_progress(progress, 1000)
+    return q
+
+
+def test_sga_samples_lie_between_floor_and_ceil_and_gradients_reach_the_latents() -> None:
+    x = (torch.rand(4000, generator=torch.Generator().manual_seed(0)) * 8 - 4).requires_grad_()
+    q = _sga(0)
+    assert q.sampling and q.temperature == 1.0
+    y = q(x, generator=torch.Generator().manual_seed(1))
+    floor = torch.floor(x.detach())
+    assert bool(((y >= floor) & (y <= floor + 1)).all())
+    assert float((y.detach() - torch.round(x.detach())).abs().mean()) > 0.1  # relaxed and random at T = 1, not rounding
+    y.sum().backward()
+    assert torch.isfinite(x.grad).all() and float(x.grad.abs().min()) > 0
+    # The caller's randomness decides the sample: the same uniforms give the same numbers, others differ.
+    u = torch.rand(x.shape, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(q(x, noise=u), q(x, noise=u.clone()))
+    assert not torch.equal(q(x, noise=u), q(x, noise=torch.rand(x.shape)))
+    with pytest.raises(ValueError):
+        q(x, noise=u[:10])
+
+
+def test_sga_at_low_temperature_picks_an_integer_the_nearer_more_often() -> None:
+    g = torch.Generator().manual_seed(0)
+    for r in (0.1, 0.3, 0.45, 0.55, 0.7, 0.9):
+        x = torch.full((20000,), -2.0 + r)
+        cold = sga_round(x, 1e-3, torch.rand(x.shape, generator=g))
+        assert bool(((cold == -2.0) | (cold == -1.0)).all()), r  # exactly floor or ceil
+        ceil_share = float((sga_round(x, 0.5, torch.rand(x.shape, generator=g)) > -1.5).float().mean())
+        assert (ceil_share > 0.5) == (r > 0.5), (r, ceil_share)
+    # Uniforms at the ends of [0, 1) stay finite: the sample is the floor (u = 0) or the ceiling.
+    ends = sga_round(torch.tensor([0.5, 0.5]), 0.1, torch.tensor([0.0, 1.0 - 2**-24]))
+    assert torch.equal(ends, torch.tensor([0.0, 1.0]))
+
+
+def test_sga_temperature_schedule_then_straight_through_and_eval_rounding() -> None:
+    """The authors' schedule: geometric from 1.0 to 0.1 over the decay period, straight-through rounding after."""
+    assert _sga(0).temperature == 1.0
+    assert math.isclose(_sga(450).temperature, 0.1**0.5, rel_tol=1e-6)
+    assert math.isclose(_sga(899).temperature, 0.1 ** (899 / 900), rel_tol=1e-5)
+    late = _sga(901)  # progress is a float32 buffer: 900 / 1000 is just below 0.9
+    assert not late.annealing and not late.sampling
+    x = torch.tensor([0.2, 0.7, -1.6, 2.49], requires_grad=True)
+    y = late(x)
+    assert torch.equal(y, torch.round(x.detach()))
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+    early = _sga(0).eval()
+    assert not early.sampling and torch.equal(early(x.detach()), torch.round(x.detach()))
+    assert AnnealedQuantizer().mode == "soft_round"  # the default (and the NeRF method's) stays deterministic
+    with pytest.raises(ValueError):
+        AnnealedQuantizer(mode="noise")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        AnnealedQuantizer(mode="sga", temperature_start=0.1, temperature_end=1.0)
+
+
+def test_one_quantized_table_feeds_lookup_and_rate() -> None:
+    """With SGA a step quantizes once and passes the table on; a table without gradient is refused in training."""
+    g = GridGeometry(dim=2, num_levels=2, min_res=4, max_res=8, log2_hashmap_size=8)
+    grid = ShaciraGrid(g, latent_dim=1, feature_dim=1, quantizer=_sga(100)).train()
+    x = torch.rand(7, 2)
+    q = grid.lookup_latents(generator=torch.Generator().manual_seed(0))
+    again = grid.lookup_latents(generator=torch.Generator().manual_seed(0))
+    assert torch.equal(q, again) and not torch.equal(q, grid.lookup_latents())
+    assert torch.equal(grid(x, q), grid.decoder.per_level(hash_grid_interpolate(q, x, g)))
+    assert torch.equal(grid.rate_bits(q), bits_from_likelihoods(grid.entropy_model.likelihood(q)))
+    (grid(x, q).sum() + grid.rate_bits(q)).backward()
+    assert float(grid.latents.values.grad.abs().sum()) > 0
+    with pytest.raises(ValueError):
+        grid(x, q.detach())
+    with pytest.raises(ValueError):
+        grid.rate_bits(q[:3])
 
 
 def test_entropy_model_pmf_sums_to_one_and_cdf_is_monotone() -> None:

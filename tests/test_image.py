@@ -25,13 +25,16 @@ from shacira_nerf.codec import ContainerError, encode_container
 from shacira_nerf.errors import UserError
 from shacira_nerf.image.batch import fit_images
 from shacira_nerf.image.cli import Compress, Decompress, Grid, load_rgb_image
-from shacira_nerf.image.field import ImageField, ImageFieldConfig, pixel_centres
+from shacira_nerf.image.field import ImageConfigError, ImageField, ImageFieldConfig, pixel_centres
 from shacira_nerf.image.image_file import decode_image_file, encode_image_file, read_image_file
 from shacira_nerf.image.train import PixelCorners, fit_image, psnr, to_uint8
 from shacira_nerf.report import file_report
 
 SMALL = ImageFieldConfig(num_levels=8, log2_hashmap_size=10, entropy_refit_steps=100)
 """A small field for fast round-trip tests (the file format and code paths do not depend on the size)."""
+
+QUANTIZERS = ("soft_round", "sga")
+"""The training-time rounding modes: the determinism and batching tests run in both."""
 
 
 def shapes_image(h: int = 48, w: int = 48) -> np.ndarray:
@@ -100,15 +103,25 @@ def test_cached_corners_match_grid_forward() -> None:
     field.train()
     corners = PixelCorners(field, torch.device("cpu"))
     index = torch.tensor([0, 5, 599, 123])
-    expected = field.grid(pixel_centres(20, 30)[index])
-    assert torch.allclose(corners.features(index), expected, atol=1e-6)
+    table = field.grid.lookup_latents()  # one sample of the (stochastic) quantizer for both paths
+    expected = field.grid(pixel_centres(20, 30)[index], table)
+    assert torch.allclose(corners.features(index, table), expected, atol=1e-6)
 
 
-def test_fit_is_deterministic_per_seed() -> None:
+def test_quantizer_settings_are_checked_in_one_line() -> None:
+    for bad in ({"quantizer": "gumbel"}, {"sga_temperature_end": 0.0}, {"sga_temperature_start": 0.05}):
+        with pytest.raises(ImageConfigError) as excinfo:
+            ImageFieldConfig(**bad)
+        assert next(iter(bad)) in _one_line_error(excinfo)
+
+
+@pytest.mark.parametrize("quantizer", QUANTIZERS)
+def test_fit_is_deterministic_per_seed(quantizer: str) -> None:
     image = shapes_image(24, 24)
-    a = fit_image(image, SMALL, steps=15, seed=3, progress=False)
-    b = fit_image(image, SMALL, steps=15, seed=3, progress=False)
-    c = fit_image(image, SMALL, steps=15, seed=4, progress=False)
+    config = dataclasses.replace(SMALL, quantizer=quantizer)
+    a = fit_image(image, config, steps=15, seed=3, progress=False)
+    b = fit_image(image, config, steps=15, seed=3, progress=False)
+    c = fit_image(image, config, steps=15, seed=4, progress=False)
     assert torch.equal(a.render(), b.render())
     assert encode_image_file(a) == encode_image_file(b)
     assert not torch.equal(a.render(), c.render())
@@ -117,8 +130,8 @@ def test_fit_is_deterministic_per_seed() -> None:
 def test_random_pixel_batches_train_too() -> None:
     image = shapes_image(32, 32)
     cfg = ImageFieldConfig(num_levels=8, log2_hashmap_size=10, batch_pixels=256)
-    field = fit_image(image, cfg, steps=100, seed=0, progress=False)
-    assert psnr(to_uint8(field.render()), image) > 18.0
+    field = fit_image(image, cfg, steps=200, seed=0, progress=False)
+    assert psnr(to_uint8(field.render()), image) > 22.0  # 25.0 measured (SGA and soft rounding alike)
 
 
 # ----------------------------------------------------------------------------------------------- image file
@@ -360,12 +373,14 @@ def test_command_line_prints_one_line_and_exits_non_zero(tmp_path: Path) -> None
 # ------------------------------------------------------------------------------------------- batched fitting
 
 
-def test_batched_fit_files_round_trip_and_members_are_independent() -> None:
+@pytest.mark.parametrize("quantizer", QUANTIZERS)
+def test_batched_fit_files_round_trip_and_members_are_independent(quantizer: str) -> None:
     """Each member of a batch is a real, bit-exact file; a member ignores the other members' images and weights."""
     a, b = shapes_image(32, 32), smooth_image(32, 32)
-    heavy = dataclasses.replace(SMALL, rate_lambda=1e-2)
-    first = fit_images([a, b], [SMALL, heavy], steps=40, seed=0)
-    second = fit_images([a, np.ascontiguousarray(b[::-1])], [SMALL, SMALL], steps=40, seed=0)
+    small = dataclasses.replace(SMALL, quantizer=quantizer)
+    heavy = dataclasses.replace(small, rate_lambda=1e-2)
+    first = fit_images([a, b], [small, heavy], steps=40, seed=0)
+    second = fit_images([a, np.ascontiguousarray(b[::-1])], [small, small], steps=40, seed=0)
     for (name, p1), (_, p2) in zip(first[0].state_dict().items(), second[0].state_dict().items()):
         assert torch.equal(p1, p2), name
     assert encode_image_file(first[0]) == encode_image_file(second[0])
@@ -377,10 +392,11 @@ def test_batched_fit_files_round_trip_and_members_are_independent() -> None:
         assert torch.equal(decoded.render(), field.render())
 
 
-def test_batch_of_one_follows_fit_image() -> None:
-    """Same initialisation, pixels and loss as fit_image: only float summation order differs."""
+@pytest.mark.parametrize("quantizer", QUANTIZERS)
+def test_batch_of_one_follows_fit_image(quantizer: str) -> None:
+    """Same initialisation, pixels, SGA noise and loss as fit_image: only float summation order differs."""
     image = shapes_image(32, 32)
-    cfg = dataclasses.replace(SMALL, batch_pixels=512)
+    cfg = dataclasses.replace(SMALL, batch_pixels=512, quantizer=quantizer)
     single = fit_image(image, cfg, steps=60, seed=1, progress=False)
     [batched] = fit_images([image], [cfg], steps=60, seed=1)
     quality = psnr(to_uint8(single.render()), image), psnr(to_uint8(batched.render()), image)
@@ -389,13 +405,15 @@ def test_batch_of_one_follows_fit_image() -> None:
     assert abs(bytes_[0] - bytes_[1]) < 0.05 * bytes_[0], bytes_
 
 
-def test_padded_members_train_like_unpadded_ones() -> None:
+@pytest.mark.parametrize("quantizer", QUANTIZERS)
+def test_padded_members_train_like_unpadded_ones(quantizer: str) -> None:
     """Table size, latent dim and MLP width may differ in a batch: zero padding stays zero and changes nothing."""
     image = shapes_image(32, 32)
+    small = dataclasses.replace(SMALL, quantizer=quantizer)
     configs = [
-        dataclasses.replace(SMALL, log2_hashmap_size=8, hidden_dim=8),
-        dataclasses.replace(SMALL, latent_dim=2, hidden_dim=24),
-        SMALL,
+        dataclasses.replace(small, log2_hashmap_size=8, hidden_dim=8),
+        dataclasses.replace(small, latent_dim=2, hidden_dim=24),
+        small,
     ]
     batched = fit_images([image] * 3, configs, steps=12, seed=0)
     for config, field in zip(configs, batched):

@@ -4,6 +4,9 @@ This is the drop-in replacement for a hash-grid encoding. The trainable state is
 per-level decoder and the entropy model; the forward pass quantizes the latents (soft/straight-through in training,
 hard in eval), decodes the whole table into features and interpolates them at the query points. ``rate_bits`` gives
 the differentiable bit count of the same quantized latents, so ``loss + lambda * bits`` trains them to be cheap.
+
+With a stochastic quantizer (SGA) every call draws a new sample, so a training step that needs the lookup and the rate
+of one sample quantizes once (``lookup_latents``) and passes the table to ``forward`` and ``rate_bits``.
 """
 
 from __future__ import annotations
@@ -78,9 +81,14 @@ class ShaciraGrid(nn.Module):
         """Output features per point: levels x feature_dim (nerfstudio's encoding interface)."""
         return self.geometry.num_levels * self.feature_dim
 
-    def quantized_latents(self) -> Float[Tensor, "rows latent_dim"]:
-        """The latents as the network sees them now: soft/straight-through rounded in training, rounded in eval."""
-        return self.quantizer(self.latents.values)
+    def quantized_latents(
+        self, noise: Optional[Tensor] = None, generator: Optional[torch.Generator] = None
+    ) -> Float[Tensor, "rows latent_dim"]:
+        """The latents as the network sees them now: annealed/straight-through rounded in training, rounded in eval.
+
+        ``noise`` or ``generator``: the randomness of a stochastic (SGA) quantizer, see ``AnnealedQuantizer``.
+        """
+        return self.quantizer(self.latents.values, noise=noise, generator=generator)
 
     @torch.no_grad()
     def integer_latents(self) -> Tensor:
@@ -96,23 +104,52 @@ class ShaciraGrid(nn.Module):
                 self._eval_cache = (key, self.quantizer(values))
         return self._eval_cache[1]
 
-    def lookup_latents(self) -> Float[Tensor, "rows latent_dim"]:
-        """The quantized latent table used by the forward pass (cached in eval mode)."""
+    def lookup_latents(
+        self, noise: Optional[Tensor] = None, generator: Optional[torch.Generator] = None
+    ) -> Float[Tensor, "rows latent_dim"]:
+        """The quantized latent table used by the forward pass (cached in eval mode).
+
+        A training step may call this once and pass the result to ``forward`` and ``rate_bits``, so that both see
+        the same sample of a stochastic quantizer (``noise``/``generator`` are its randomness).
+        """
         if self.training:
             self._eval_cache = None
-            return self.quantized_latents()
+            return self.quantized_latents(noise, generator)
         return self._eval_latents()
 
-    def decoded_table(self) -> Float[Tensor, "rows feature_dim"]:
-        """The whole decoded feature table (what tiny-cuda-nn's kernel and the per-level visualisations read)."""
-        return self.decoder(self.lookup_latents(), self.latents.offsets)
+    def _table(self, quantized: Optional[Tensor]) -> Tensor:
+        """``quantized`` if given (checked), else the lookup table quantized now."""
+        if quantized is None:
+            return self.lookup_latents()
+        if quantized.shape != self.latents.values.shape:
+            raise ValueError(
+                f"quantized latents have shape {tuple(quantized.shape)}, need {tuple(self.latents.values.shape)}"
+            )
+        if (
+            self.training
+            and torch.is_grad_enabled()
+            and self.latents.values.requires_grad
+            and not quantized.requires_grad
+        ):  # e.g. the eval-mode cache: training through it would silently leave the latents untrained
+            raise ValueError(
+                "quantized latents passed in training mode carry no gradient (take them from lookup_latents)"
+            )
+        return quantized
 
-    def forward(self, x: Float[Tensor, "n dim"]) -> Float[Tensor, "n out"]:
-        """Features at points ``x`` in [0, 1]^dim."""
+    def decoded_table(self, quantized: Optional[Tensor] = None) -> Float[Tensor, "rows feature_dim"]:
+        """The whole decoded feature table (what tiny-cuda-nn's kernel and the per-level visualisations read).
+
+        ``quantized``: the table from ``lookup_latents`` to decode (default: quantize now).
+        """
+        return self.decoder(self._table(quantized), self.latents.offsets)
+
+    def forward(self, x: Float[Tensor, "n dim"], quantized: Optional[Tensor] = None) -> Float[Tensor, "n out"]:
+        """Features at points ``x`` in [0, 1]^dim; ``quantized``: this step's table from ``lookup_latents``
+        (default: quantize now)."""
         if self.implementation == "tcnn" and TCNN_AVAILABLE and x.is_cuda:
-            return self._tcnn_lookup(self.decoded_table(), x)
+            return self._tcnn_lookup(self.decoded_table(quantized), x)
         # Interpolate the latents, then decode (the decoder is affine per level, so this equals decoding first).
-        return self.decoder.per_level(hash_grid_interpolate(self.lookup_latents(), x, self.geometry))
+        return self.decoder.per_level(hash_grid_interpolate(self._table(quantized), x, self.geometry))
 
     def _tcnn_lookup(self, table: Tensor, x: Tensor) -> Tensor:
         """tiny-cuda-nn's HashGrid kernel with the decoded table passed in as its parameter tensor.
@@ -144,9 +181,13 @@ class ShaciraGrid(nn.Module):
         out = _tcnn.modules._module_function.apply(enc.native_tcnn_module, x.contiguous(), params, enc.loss_scale)
         return out.float().reshape(x.shape[0], -1)
 
-    def rate_bits(self) -> Tensor:
-        """Differentiable estimated bits of the quantized latents under the entropy model (float32 scalar)."""
-        return bits_from_likelihoods(self.entropy_model.likelihood(self.quantized_latents()))
+    def rate_bits(self, quantized: Optional[Tensor] = None) -> Tensor:
+        """Differentiable estimated bits of the quantized latents under the entropy model (float32 scalar).
+
+        ``quantized``: this step's table from ``lookup_latents`` (default: quantize now; with SGA a new sample).
+        """
+        q = self.quantized_latents() if quantized is None else self._table(quantized)
+        return bits_from_likelihoods(self.entropy_model.likelihood(q))
 
     def network_parameters(self) -> int:
         """Float parameters stored with the grid in the file (decoder only; latents are coded, the entropy

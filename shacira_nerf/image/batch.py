@@ -15,6 +15,10 @@ latent columns meet zero decoder rows, and padded table rows and columns are mas
 ever receives a gradient. When all members share the grid geometry the corner rows of every pixel are shared too (one
 ``index_select`` for the batch); otherwise each member gathers with its own rows.
 
+With SGA (``quantizer="sga"``) every member draws its noise from its own generator (``sga_noise_generator`` of its
+member seed), in its own unpadded shape, and the draws are then padded: a member's random numbers are those of its
+solo ``fit_image`` and do not depend on the other members.
+
 After fitting, the entropy models are refit to the final integer latents (all members at once, a fixed number of
 steps so that members stay independent), and every member is copied into a standard ``ImageField``, which
 ``encode_image_file`` writes like any other.
@@ -33,9 +37,8 @@ from torch import Tensor, nn
 
 from shacira_nerf.core.entropy_model import FactorizedEntropyModel
 from shacira_nerf.core.hash_grid import corner_indices_and_weights
-from shacira_nerf.core.quantizer import AnnealedQuantizer
-from shacira_nerf.image.field import ImageField, ImageFieldConfig, pixel_centres, schedule_factors
-from shacira_nerf.image.train import REFIT_LR, image_to_tensor, resolve_device
+from shacira_nerf.image.field import ImageField, ImageFieldConfig, make_quantizer, pixel_centres, schedule_factors
+from shacira_nerf.image.train import REFIT_LR, image_to_tensor, resolve_device, sga_noise_generator
 
 PADDABLE_FIELDS = ("log2_hashmap_size", "latent_dim", "hidden_dim", "rate_lambda")
 """Config fields that may differ between members of one batch (everything else must be equal)."""
@@ -79,6 +82,7 @@ class BatchedImageFields(nn.Module):
         self.height, self.width = first.height, first.width
         self.geometries = [f.grid.geometry for f in fields]
         self.level_sizes = [f.grid.latents.level_sizes for f in fields]
+        self.num_rows = [f.grid.latents.num_rows for f in fields]
         self.latent_dims = [f.config.latent_dim for f in fields]
         B, L, F = self.members, first.config.num_levels, first.config.feature_dim
         R = max(f.grid.latents.num_rows for f in fields)
@@ -122,17 +126,33 @@ class BatchedImageFields(nn.Module):
                 for i, f in enumerate(fields):
                     member = dict(f.grid.entropy_model.named_parameters())[name]
                     stacked[i * D : i * D + member.shape[0]] = member
-        cfg = first.config
-        self.quantizer = AnnealedQuantizer(cfg.soft_round_alpha_start, cfg.soft_round_alpha_end, cfg.anneal_fraction)
+        self.quantizer = make_quantizer(first.config)
 
-    def quantized(self) -> Float[Tensor, "b rows d"]:
-        """The latents as training sees them now (soft/straight-through rounded; rounded in eval mode).
+    def sga_noise(self, generators: Sequence[torch.Generator]) -> Optional[Float[Tensor, "b rows d"]]:
+        """This step's SGA uniforms, member i's drawn from ``generators[i]`` in its unpadded shape (as its solo fit
+        draws them), then padded; None when the quantizer does not sample now (nothing is drawn then)."""
+        if not self.quantizer.sampling:
+            return None
+        if len(generators) != self.members:
+            raise ValueError(f"need one SGA noise generator per member, got {len(generators)} for {self.members}")
+        latents = self.latents.detach()
+        noise = torch.full_like(latents, 0.5)  # padding: masked out of the lookup and the rate anyway
+        for i, generator in enumerate(generators):
+            shape = (self.num_rows[i], self.latent_dims[i])
+            noise[i, : shape[0], : shape[1]] = torch.rand(
+                shape, generator=generator, device=latents.device, dtype=latents.dtype
+            )
+        return noise
 
+    def quantized(self, noise: Optional[Tensor] = None) -> Float[Tensor, "b rows d"]:
+        """The latents as training sees them now (annealed/straight-through rounded; rounded in eval mode).
+
+        ``noise``: the SGA uniforms of this step (``sga_noise``); None draws them from torch's global RNG.
         Padding is masked to exact zeros: soft rounding maps 0 to about 1e-8, not 0 (its float32 tanh and the
-        float64 normaliser differ in the last bit), and Adam would blow such a gradient up into real updates of the
-        padded decoder rows.
+        float64 normaliser differ in the last bit), SGA maps it into (0, 1), and Adam would blow such a gradient up
+        into real updates of the padded decoder rows.
         """
-        q = self.quantizer(self.latents)
+        q = self.quantizer(self.latents, noise=noise)
         return q * self.rate_mask if self.padded else q
 
     def set_progress(self, step: int, steps: int) -> None:
@@ -228,9 +248,10 @@ def fit_images(
     """Fit member ``i`` (image ``images[i]`` with ``configs[i]``) for every i at once; returns eval-mode ImageFields.
 
     Member ``i`` is initialised exactly like ``fit_image(images[i], configs[i], seed=member_seeds[i])`` (default:
-    ``seed`` for all) and sees the same random pixels at every step (drawn from ``seed``, shared by the batch), so a
-    batch of one follows ``fit_image``'s math; only float summation order differs. Deterministic on CPU for given
-    seeds, and a member's result does not depend on the other members' images or rate weights.
+    ``seed`` for all) and sees the same random pixels at every step (drawn from ``seed``, shared by the batch) and,
+    with SGA, the same noise (drawn from ``member_seeds[i]``, its own), so a batch of one follows ``fit_image``'s
+    math; only float summation order differs. Deterministic on CPU for given seeds, and a member's result does not
+    depend on the other members' images or rate weights.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -270,6 +291,7 @@ def fit_images(
     rate_scale = rate_lambda / batch.num_latents
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
+    noise_generators = [sga_noise_generator(s, device) for s in seeds]
     full_batch = h * w <= cfg.batch_pixels
     for step in range(steps):
         batch.set_progress(step, steps)
@@ -278,7 +300,7 @@ def fit_images(
             group["lr"] = lr * lr_factor
         index = None if full_batch else torch.randint(0, h * w, (cfg.batch_pixels,), device=device, generator=generator)
         rows, weights = corners.take(index)
-        q = batch.quantized()
+        q = batch.quantized(batch.sga_noise(noise_generators))
         rgb = batch.rgb(q, rows, weights)
         mse = ((rgb - (target if index is None else target[:, index])) ** 2).mean(dim=(1, 2))
         loss = mse.sum()

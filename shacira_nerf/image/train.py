@@ -2,8 +2,10 @@
 
 The appendix trains all parameters jointly with Adam, one learning rate per kind (sec. 2): MLP 1e-3, decoder 0.01,
 latents 0.01, entropy model 1e-4. The rate term is normalised per latent as in the NeRF model (appendix eq. 3):
-``loss = MSE + rate_lambda * bits / num_latents``; the soft-rounding sharpness anneals over ``anneal_fraction`` of
-the steps, straight-through rounding after. At the end the entropy model alone is refit to the final integer
+``loss = MSE + rate_lambda * bits / num_latents``; the soft-rounding sharpness (or the SGA temperature) anneals over
+``anneal_fraction`` of the steps, straight-through rounding after. The latents are quantized once per step and that
+table feeds both the pixels and the rate, so with SGA both see the same random sample (drawn from a generator seeded
+from the fit's seed: a fit stays deterministic). At the end the entropy model alone is refit to the final integer
 latents (``refit_entropy_model``): the file's probability tables come from it, and at the appendix's 1e-4 it is
 still far from the latents' histogram after a few thousand steps.
 
@@ -39,6 +41,21 @@ REFIT_LR = 1e-2
 REFIT_CHECK_EVERY = 50
 REFIT_TOLERANCE = 1e-4
 """The refit stops early when ``REFIT_CHECK_EVERY`` steps saved less than this fraction of the bits."""
+
+
+SGA_STREAM = 0x56A
+"""Mixed with a fit's seed to seed its SGA noise generator (apart from the pixel sampler's, seeded with the seed)."""
+
+
+def sga_noise_generator(seed: int, device: torch.device) -> torch.Generator:
+    """The generator of a fit's SGA noise (one uniform per latent and step), derived from the fit's seed.
+
+    Not seeded with the seed itself: the pixel sampler is, and two generators with one seed give the same numbers.
+    """
+    state = np.random.SeedSequence([int(seed) % 2**64, SGA_STREAM]).generate_state(1, np.uint64)[0]
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(state))
+    return generator
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -80,11 +97,16 @@ class PixelCorners:
         per_pixel = field.config.num_levels * 4 * (8 + 4)
         return field.height * field.width * per_pixel <= CORNER_CACHE_BYTES
 
-    def features(self, index: Optional[Tensor] = None) -> Float[Tensor, "n levels_times_f"]:
-        """Grid features of the pixels ``index`` (all pixels if None), differentiable in latents and decoder."""
+    def features(
+        self, index: Optional[Tensor] = None, quantized: Optional[Tensor] = None
+    ) -> Float[Tensor, "n levels_times_f"]:
+        """Grid features of the pixels ``index`` (all pixels if None), differentiable in latents and decoder.
+
+        ``quantized``: this step's latent table from ``grid.lookup_latents`` (default: quantize now).
+        """
         rows = self.rows if index is None else self.rows[index]
         weights = self.weights if index is None else self.weights[index]
-        table = self.grid.lookup_latents()
+        table = self.grid.lookup_latents() if quantized is None else quantized
         flat = rows.reshape(-1)
         channels = [
             (torch.index_select(table[:, k], 0, flat).view_as(weights) * weights).sum(-1) for k in range(table.shape[1])
@@ -124,8 +146,9 @@ def fit_image(
     """Fit an ImageField to a uint8 HxWx3 image; returns it in eval mode (hard-rounded latents, as stored).
 
     Deterministic for a given seed on CPU: the initialisation runs under a forked, seeded RNG and the pixel
-    sampling uses its own seeded generator (on CUDA the scatter-adds of the backward pass are not deterministic). ``progress`` shows a rich bar with the training-batch PSNR and the
-    estimated bpp (networks as float32 + latents under the entropy model; the file adds its headers).
+    sampling and the SGA noise use their own seeded generators (on CUDA the scatter-adds of the backward pass are not
+    deterministic). ``progress`` shows a rich bar with the training-batch PSNR and the estimated bpp (networks as
+    float32 + latents under the entropy model; the file adds its headers).
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -143,6 +166,7 @@ def fit_image(
     coords = None if corners is not None else pixel_centres(h, w, device)
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
+    noise_generator = sga_noise_generator(seed, device)
     full_batch = h * w <= field.config.batch_pixels
     num_latents = field.num_latents()
     rate_lambda = field.config.rate_lambda
@@ -162,14 +186,15 @@ def fit_image(
                 if full_batch
                 else torch.randint(0, h * w, (field.config.batch_pixels,), device=device, generator=generator)
             )
+            q = field.grid.lookup_latents(generator=noise_generator)  # one table (one SGA sample) per step
             if corners is not None:
-                rgb = field.rgb_from_features(corners.features(index))
+                rgb = field.rgb_from_features(corners.features(index, q))
             else:
-                rgb = field(coords if index is None else coords[index])
+                rgb = field(coords if index is None else coords[index], q)
             mse = torch.mean((rgb - (target if index is None else target[index])) ** 2)
             loss = mse
             if rate_lambda > 0:
-                loss = loss + rate_lambda * rate_factor * field.grid.rate_bits() / num_latents
+                loss = loss + rate_lambda * rate_factor * field.grid.rate_bits(q) / num_latents
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
