@@ -422,3 +422,15 @@ def test_padded_members_train_like_unpadded_ones(quantizer: str) -> None:
         assert torch.allclose(field.grid.latents.values, alone.grid.latents.values, atol=1e-4)
         assert torch.allclose(field.render(), alone.render(), atol=1e-3)
         assert decode_image_file(encode_image_file(field)).mlp[0].out_features == config.hidden_dim
+
+
+def test_compress_quantizer_flag_selects_the_training_quantizer() -> None:
+    """`shacira image compress --quantizer soft_round` reaches the field config; other names are refused."""
+    import tyro
+
+    parsed = tyro.cli(Compress, args=["in.png", "out.shac", "--quantizer", "soft_round"])
+    assert parsed.config().quantizer == "soft_round"
+    assert tyro.cli(Compress, args=["in.png", "out.shac"]).config().quantizer == ImageFieldConfig().quantizer
+    with pytest.raises(SystemExit) as excinfo:
+        tyro.cli(Compress, args=["in.png", "out.shac", "--quantizer", "gumbel"])
+    assert excinfo.value.code != 0

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Iterator, List, Tuple
+from typing import Annotated, Iterator, List, Literal, Tuple
 
 import numpy as np
 import torch
@@ -264,6 +264,9 @@ class Compress:
     raising it lets the integer latents reach finer precision in short runs: higher PSNR, more bits)."""
     lr_entropy: float = ImageFieldConfig.lr_entropy
     """Learning rate of the entropy model (appendix: 1e-4); 1e-2 lets --lambda take effect in short runs."""
+    quantizer: Literal["sga", "soft_round"] = ImageFieldConfig.quantizer
+    """Rounding stand-in while training: sga (stochastic Gumbel annealing, the authors' Kodak setting) or soft_round
+    (deterministic Agustsson & Theis soft rounding; worse against JPEG in our kodim23 runs)."""
     seed: int = 0
     """Random seed (the result is deterministic for a seed on CPU)."""
     device: str = "auto"
@@ -285,6 +288,7 @@ class Compress:
             log2_hashmap_size=self.log2_entries,
             lr_latents=self.lr_latents,
             lr_entropy=self.lr_entropy,
+            quantizer=self.quantizer,
         )
 
     def main(self) -> CompressResult:
