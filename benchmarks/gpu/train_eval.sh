@@ -30,16 +30,20 @@ fi
 cmd=(python3 "$here/ns_bench.py" train "$method" --data "$data" --max-num-iterations "$iters" --vis tensorboard
   --viewer.quit-on-train-completion True --output-dir "$runs" --experiment-name "$exp" --timestamp "$name"
   --steps-per-save "${SAVE_EVERY:-500}" --steps-per-eval-batch 100000 --steps-per-eval-image 100000
-  --steps-per-eval-all-images 1000000 "${flags[@]}" "$@" "$parser")
+  --steps-per-eval-all-images 1000000 "${flags[@]}" "$@")  # the dataparser subcommand goes last, after --load-dir
 final=$models/step-$(printf %09d $((iters - 1))).ckpt
 t0=$(date +%s.%N)
 if [ -f "$final" ]; then echo "[$name] already trained" >>"$log"
 else
   resume=()
   if ls "$models"/step-*.ckpt >/dev/null 2>&1; then
-    resume=(--load-dir "$models"); echo "[$name] resuming from $(ls "$models" | tail -1)" >>"$log"
+    # nerfstudio continues at the checkpoint's step + 1 and then runs --max-num-iterations *more* steps: ask for
+    # the remainder, so that a resumed run ends at the same step (and final checkpoint) as an uninterrupted one.
+    last=$(ls "$models" | tail -1 | sed -E 's/step-0*([0-9]+)\.ckpt/\1/')
+    resume=(--load-dir "$models" --max-num-iterations $((iters - ${last:-0} - 1)))
+    echo "[$name] resuming from $(ls "$models" | tail -1)" >>"$log"
   fi
-  "${cmd[@]}" "${resume[@]}" >>"$log" 2>&1 || { echo "[$name] training failed" | tee -a "$log"; exit 1; }
+  "${cmd[@]}" "${resume[@]}" "$parser" >>"$log" 2>&1 || { echo "[$name] training failed" | tee -a "$log"; exit 1; }
 fi
 t1=$(date +%s.%N)
 if [ "${EVAL:-1}" = 0 ]; then echo '{"results": {"psnr": null, "ssim": null}}' >"$out/$name.eval.json"
@@ -51,11 +55,11 @@ else
   done
   [ -f "$out/$name.eval.json" ] || { echo "[$name] eval failed" | tee -a "$log"; exit 1; }
 fi
-if [ "$method" = shacira ]; then
+if [ "${method#shacira}" != "$method" ]; then  # shacira and shacira-tiny
   python3 "$bin/shacira" export --load-config "$run/config.yml" --output-path "$out/$name.shac" >>"$log" 2>&1
   python3 "$bin/shacira" info "$out/$name.shac" --json >"$out/$name.info.json" 2>>"$log"
 fi
-python3 - "$run" "$out" "$name" "$method" "$iters" "$t0" "$t1" "${cmd[*]}" <<'PY' >>"$out/runs.jsonl"
+python3 - "$run" "$out" "$name" "$method" "$iters" "$t0" "$t1" "${cmd[*]} $parser" <<'PY' >>"$out/runs.jsonl"
 import glob, json, sys
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -77,7 +81,7 @@ row = {"name": name, "method": method, "iterations": int(iters), "psnr": ev["psn
        # each segment logs its own "Train Total"; without one, the wall clock of this call's training
        "train_seconds": sum(totals) if totals else float(t1) - float(t0),
        "segments": len(glob.glob(f"{run}/events.out.tfevents.*")), "command": command,
-       "gpu": torch.cuda.get_device_name(0), "eval": ev}
+       "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "eval": ev}
 ck = sorted(glob.glob(f"{run}/nerfstudio_models/*.ckpt"))[-1]
 from shacira_nerf.checkpoints import allow_nerfstudio_checkpoints  # numpy scalars only; loading stays safe
 allow_nerfstudio_checkpoints()
