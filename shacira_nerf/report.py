@@ -88,5 +88,7 @@ def format_report(path: str, report: Dict[str, Any]) -> str:
     if est:
         size_mb = est.get("size_MB")
         if size_mb is not None:
-            lines.append(f"  estimate:        {size_mb:.6f} MB at export time (training-time estimate; the file is the truth)")
+            lines.append(
+                f"  estimate:        {size_mb:.6f} MB at export time (training-time estimate; the file is the truth)"
+            )
     return "\n".join(lines)

@@ -36,7 +36,9 @@ def offline_env(torch_home: Path) -> Dict[str, str]:
 
 
 def run_cli(args: List[str], env: Dict[str, str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 def ns_train_args(out: Path, timestamp: str, iterations: int, *extra: str) -> List[str]:

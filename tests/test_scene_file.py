@@ -71,7 +71,9 @@ def test_coded_latents_match_the_training_estimate(exported_scene: Path) -> None
     assert shannon <= coded <= shannon * 1.01 + overhead
 
 
-def test_file_decodes_without_dataset_or_checkpoint(exported_scene: Path, loaded_checkpoint, tmp_path: Path, env) -> None:
+def test_file_decodes_without_dataset_or_checkpoint(
+    exported_scene: Path, loaded_checkpoint, tmp_path: Path, env
+) -> None:
     """`shacira render` from a copy of the file alone, in a folder with nothing else: the checkpoint's pixels."""
     alone = tmp_path / "copy.shac"
     shutil.copy(exported_scene, alone)

@@ -36,7 +36,9 @@ def check_output_folder(path: Path) -> None:
 def load_trained_pipeline(load_config: Path, data: Optional[Path] = None):
     """nerfstudio's eval_setup (inference mode) on a shacira run, with clear errors for the usual mistakes."""
     if not load_config.is_file():
-        raise UserError(f"--load-config {load_config}: no such file (expected outputs/<scene>/shacira*/<run>/config.yml)")
+        raise UserError(
+            f"--load-config {load_config}: no such file (expected outputs/<scene>/shacira*/<run>/config.yml)"
+        )
     from nerfstudio.utils.eval_utils import eval_setup
 
     def patch(config):
@@ -144,7 +146,9 @@ def render(
     if loaded.model.device.type == "cpu":
         # Smaller chunks are faster on a CPU (less memory to allocate and touch per pass; each ray is independent):
         # measured on a nerfacto-sized scene, 1024 rays per chunk rendered 2x faster than nerfacto's 32768.
-        loaded.model.config.eval_num_rays_per_chunk = min(loaded.model.config.eval_num_rays_per_chunk, CPU_RAYS_PER_CHUNK)
+        loaded.model.config.eval_num_rays_per_chunk = min(
+            loaded.model.config.eval_num_rays_per_chunk, CPU_RAYS_PER_CHUNK
+        )
     fps = 24.0
     if camera_path is not None:
         cameras, seconds, path_fps = _cameras_from_path_json(camera_path)
@@ -241,7 +245,9 @@ def view(scene: Path, port: Optional[int], host: str, device: str, max_seconds: 
     report = file_report(data)
     if loaded.cameras is None:
         raise UserError(f"{scene} stores no cameras; re-export it with cameras to view it")
-    loaded.model.compression.show_file(report["total_bytes"], report["bits_per_latent"], report["ratio_to_float32_grid"])
+    loaded.model.compression.show_file(
+        report["total_bytes"], report["bits_per_latent"], report["ratio_to_float32_grid"]
+    )
     pipeline = FilePipeline(loaded.model, loaded.cameras)
     config = ViewerConfig(
         websocket_port=port, websocket_host=host, num_rays_per_chunk=1 << 14, max_num_display_images=64
@@ -254,7 +260,9 @@ def view(scene: Path, port: Optional[int], host: str, device: str, max_seconds: 
     )  # fmt: skip
     viewer.init_scene(train_dataset=pipeline.datamanager.train_dataset, train_state="completed")
     viewer.update_scene(step=0)
-    CONSOLE.print(f"Viewer at {viewer.viewer_info[0] if viewer.viewer_info else ''} — {scene}: {report['total_bytes']:,} bytes")
+    CONSOLE.print(
+        f"Viewer at {viewer.viewer_info[0] if viewer.viewer_info else ''} — {scene}: {report['total_bytes']:,} bytes"
+    )
     start = time.time()
     try:
         while max_seconds is None or time.time() - start < max_seconds:

@@ -76,7 +76,12 @@ class ShaciraModelConfig(NerfactoModelConfig):
                 self.soft_round_alpha_end,
             ),
             (self.size_update_every >= 1, "size_update_every", "must be >= 1", self.size_update_every),
-            (self.implementation in ("tcnn", "torch"), "implementation", "must be 'tcnn' or 'torch'", self.implementation),
+            (
+                self.implementation in ("tcnn", "torch"),
+                "implementation",
+                "must be 'tcnn' or 'torch'",
+                self.implementation,
+            ),
             (self.num_levels >= 1, "num_levels", "must be >= 1", self.num_levels),
             (4 <= self.log2_hashmap_size <= 26, "log2_hashmap_size", "must be in [4, 26]", self.log2_hashmap_size),
         ]
@@ -126,7 +131,9 @@ class ShaciraModel(NerfactoModel):
                 ShaciraDensityField(
                     self.scene_box.aabb,
                     grid=grid(
-                        args.get("num_levels", 8), args.get("base_res", 16), args.get("max_res", 1024),
+                        args.get("num_levels", 8),
+                        args.get("base_res", 16),
+                        args.get("max_res", 1024),
                         args.get("log2_hashmap_size", 18),
                     ),  # fmt: skip
                     num_layers=args.get("num_layers", 2),
@@ -259,7 +266,9 @@ class ShaciraModel(NerfactoModel):
         self.camera_optimizer.get_param_groups(param_groups=groups)
         return groups
 
-    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> List[TrainingCallback]:
         callbacks = super().get_training_callbacks(training_callback_attributes)
         trainer = training_callback_attributes.trainer
         max_steps = trainer.config.max_num_iterations if trainer is not None else 1

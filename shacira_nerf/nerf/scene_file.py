@@ -192,7 +192,9 @@ def decode_scene(data: bytes, device: Union[str, torch.device] = "cpu") -> Loade
             for name, reference in expected.items():
                 arr = unpack_array(sections.get(f"network/{name}", b""))
                 if tuple(arr.shape) != tuple(reference.shape):
-                    raise ContainerError(f"network tensor '{name}' has shape {arr.shape}, expected {tuple(reference.shape)}")
+                    raise ContainerError(
+                        f"network tensor '{name}' has shape {arr.shape}, expected {tuple(reference.shape)}"
+                    )
                 params[name].copy_(torch.from_numpy(arr))
         cameras = cameras_from_array(unpack_array(sections["cameras"])) if "cameras" in sections else None
     except ContainerError:

@@ -21,7 +21,9 @@ class SizePanel(nn.Module):
 
     def __init__(self, rate_lambda: float) -> None:
         super().__init__()
-        self.size = ViewerText("Size", "not measured yet", disabled=True, hint="Compressed scene size (MB = 10^6 bytes)")
+        self.size = ViewerText(
+            "Size", "not measured yet", disabled=True, hint="Compressed scene size (MB = 10^6 bytes)"
+        )
         self.bits_per_latent = ViewerText("Bits per latent", "-", disabled=True)
         self.ratio = ViewerText("Ratio to float32 grid", "-", disabled=True, hint="Same tables stored as float32")
         self.rate_lambda = ViewerText("Lambda (rate weight)", f"{rate_lambda:g}", disabled=True)
