@@ -37,8 +37,8 @@ from torch import Tensor, nn
 
 from shacira_nerf.core.entropy_model import FactorizedEntropyModel
 from shacira_nerf.core.hash_grid import corner_indices_and_weights
-from shacira_nerf.image.field import ImageField, ImageFieldConfig, make_quantizer, pixel_centres, schedule_factors
-from shacira_nerf.image.train import REFIT_LR, image_to_tensor, resolve_device, sga_noise_generator
+from shacira_nerf.image.field import ImageField, ImageFieldConfig, make_quantizer, pixel_centres
+from shacira_nerf.image.train import REFIT_LR, apply_schedule, image_to_tensor, resolve_device, sga_noise_generator
 
 PADDABLE_FIELDS = ("log2_hashmap_size", "latent_dim", "hidden_dim", "rate_lambda")
 """Config fields that may differ between members of one batch (everything else must be equal)."""
@@ -295,9 +295,7 @@ def fit_images(
     full_batch = h * w <= cfg.batch_pixels
     for step in range(steps):
         batch.set_progress(step, steps)
-        lr_factor, rate_factor = schedule_factors(cfg, step, steps)
-        for group, lr in zip(optimizer.param_groups, base_lrs):
-            group["lr"] = lr * lr_factor
+        rate_factor = apply_schedule(optimizer, base_lrs, cfg, step, steps)
         index = None if full_batch else torch.randint(0, h * w, (cfg.batch_pixels,), device=device, generator=generator)
         rows, weights = corners.take(index)
         q = batch.quantized(batch.sga_noise(noise_generators))

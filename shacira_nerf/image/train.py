@@ -17,7 +17,7 @@ at a fraction of the CPU time.
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -45,6 +45,16 @@ REFIT_TOLERANCE = 1e-4
 
 SGA_STREAM = 0x56A
 """Mixed with a fit's seed to seed its SGA noise generator (apart from the pixel sampler's, seeded with the seed)."""
+
+
+def apply_schedule(
+    optimizer: torch.optim.Optimizer, base_lrs: Sequence[float], config: ImageFieldConfig, step: int, steps: int
+) -> float:
+    """Set every parameter group's learning rate for ``step`` of ``steps``; returns the rate-weight multiplier."""
+    lr_factor, rate_factor = schedule_factors(config, step, steps)
+    for group, lr in zip(optimizer.param_groups, base_lrs):
+        group["lr"] = lr * lr_factor
+    return rate_factor
 
 
 def sga_noise_generator(seed: int, device: torch.device) -> torch.Generator:
@@ -178,9 +188,7 @@ def fit_image(
     with bar:
         for step in range(steps):
             field.grid.set_progress(step, steps)
-            lr_factor, rate_factor = schedule_factors(field.config, step, steps)
-            for group, lr in zip(optimizer.param_groups, base_lrs):
-                group["lr"] = lr * lr_factor
+            rate_factor = apply_schedule(optimizer, base_lrs, field.config, step, steps)
             index = (
                 None
                 if full_batch
