@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from PIL import Image, features
 
+from shacira_nerf.core.quantizer import QUANTIZER_MODES
 from shacira_nerf.image.batch import fit_images
 from shacira_nerf.image.field import ImageField, ImageFieldConfig
 from shacira_nerf.image.image_file import decode_image_file, encode_image_file
@@ -248,7 +249,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     )
     parser.add_argument(
         "--quantizer",
-        choices=("soft_round", "sga"),
+        choices=QUANTIZER_MODES,
         default=ImageFieldConfig.quantizer,
         help="rounding stand-in while annealing: A&T soft rounding or stochastic Gumbel annealing (authors' Kodak)",
     )

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Iterator, List, Literal, Tuple
+from typing import Annotated, Iterator, List, Tuple
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ import tyro
 from PIL import Image, ImageDraw, ImageFont, ImageSequence, UnidentifiedImageError
 
 from shacira_nerf.codec import MAGIC, ContainerError, read_file_bytes
+from shacira_nerf.core.quantizer import QuantizerMode
 from shacira_nerf.errors import UserError
 from shacira_nerf.image.field import ImageField, ImageFieldConfig
 from shacira_nerf.image.image_file import decode_image_file, write_image_file
@@ -264,7 +265,7 @@ class Compress:
     raising it lets the integer latents reach finer precision in short runs: higher PSNR, more bits)."""
     lr_entropy: float = ImageFieldConfig.lr_entropy
     """Learning rate of the entropy model (appendix: 1e-4); 1e-2 lets --lambda take effect in short runs."""
-    quantizer: Literal["sga", "soft_round"] = ImageFieldConfig.quantizer
+    quantizer: QuantizerMode = ImageFieldConfig.quantizer
     """Rounding stand-in while training: sga (stochastic Gumbel annealing, the authors' Kodak setting) or soft_round
     (deterministic Agustsson & Theis soft rounding; worse against JPEG in our kodim23 runs)."""
     seed: int = 0

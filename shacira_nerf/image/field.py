@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from shacira_nerf.core.grid import ShaciraGrid
 from shacira_nerf.core.hash_grid import GridGeometry
-from shacira_nerf.core.quantizer import AnnealedQuantizer
+from shacira_nerf.core.quantizer import QUANTIZER_MODES, AnnealedQuantizer, QuantizerMode
 from shacira_nerf.errors import UserError
 
 RENDER_CHUNK = 2**16
@@ -58,7 +58,7 @@ class ImageFieldConfig:
     mostly costs PSNR. log2_hashmap_size moves the size more."""
     anneal_fraction: float = 0.9
     """Fraction of training with SGA (or annealed soft rounding); straight-through rounding afterwards (authors: 0.9)."""
-    quantizer: Literal["soft_round", "sga"] = "sga"
+    quantizer: QuantizerMode = "sga"
     """Rounding stand-in while annealing: "sga" (stochastic Gumbel annealing, the authors' public Kodak config) or
     "soft_round" (Agustsson & Theis, deterministic: on kodim23 its latents learned continuous values that the switch
     to rounding destroyed; 1.6-3.8 dB worse against JPEG than SGA); see core/quantizer.py."""
@@ -109,7 +109,7 @@ class ImageFieldConfig:
             (0.0 <= self.anneal_fraction <= 1.0, "anneal_fraction", "must be in [0, 1]"),
             (self.soft_round_alpha_start > 0, "soft_round_alpha_start", "must be > 0"),
             (self.soft_round_alpha_end >= self.soft_round_alpha_start, "soft_round_alpha_end", "must be >= start"),
-            (self.quantizer in ("soft_round", "sga"), "quantizer", "must be 'soft_round' or 'sga'"),
+            (self.quantizer in QUANTIZER_MODES, "quantizer", f"must be one of {QUANTIZER_MODES}"),
             (self.sga_temperature_end > 0, "sga_temperature_end", "must be > 0"),
             (self.sga_temperature_start >= self.sga_temperature_end, "sga_temperature_start", "must be >= end"),
             (self.batch_pixels >= 1, "batch_pixels", "must be >= 1"),
