@@ -195,6 +195,37 @@ def fit_members(members: List[Member], args: argparse.Namespace, device: torch.d
     return fields
 
 
+PROBE_STEPS = (10, 40)
+"""A time-budgeted run times each group's steps between these two (the first steps warm up kernels and caches)."""
+
+
+def probe_seconds_per_step(groups: List[List[Member]], device: torch.device, seed: int) -> List[float]:
+    """Seconds per training step of each group, from a short throw-away fit of the whole group."""
+    out = []
+    for group in groups:
+        marks: Dict[int, float] = {}
+
+        def mark(step: int, mse: torch.Tensor) -> None:
+            float(mse[0])  # waits for the GPU
+            marks[step] = time.time()
+
+        first, last = PROBE_STEPS
+        fit_images([m.image for m in group], [dataclasses.replace(m.config, entropy_refit_steps=0) for m in group],
+                   last + 1, device, seed, log_every=1,
+                   callback=lambda step, mse: mark(step, mse) if step in (first, last) else None)  # fmt: skip
+        out.append((marks[last] - marks[first]) / (last - first))
+    return out
+
+
+def steps_for_budget(groups: List[List[Member]], budget_s: float, args, device, tag: str) -> Tuple[int, List[float]]:  # noqa: ANN001
+    """The step count (a multiple of 100, at least 100) that fits every group's fit into ``budget_s`` seconds."""
+    per_step = probe_seconds_per_step(groups, device, args.seed)
+    steps = max(100, int(budget_s / sum(per_step)) // 100 * 100)
+    sizes = ", ".join(f"{len(g)} members {1000 * t:.1f} ms" for g, t in zip(groups, per_step))
+    print(f"[{tag}] probe: {sizes} per step -> {steps} steps for {budget_s:.0f} s", flush=True)
+    return steps, per_step
+
+
 def run_group(members: List[Member], args, device, tag, curves_of, emit) -> None:  # noqa: ANN001
     """Fit one group, then measure and record every member as it is written and decoded."""
     start = time.time()
@@ -206,6 +237,7 @@ def run_group(members: List[Member], args, device, tag, curves_of, emit) -> None
         matched = {f"{k}_psnr_at_bpp": psnr_at_bpp(c, result["bpp"]) for k, c in curves.items()}
         emit({"image": m.name, "method": "shacira", "setting": m.label, "series": m.series,
               "config": dataclasses.asdict(m.config), "steps": args.steps_now, "batched": args.batch,
+              "steps_from_time_budget": args.budget_now, "probe_ms_per_step": args.probe_ms_now,
               "group_members": len(members), "group_fit_seconds": round(fit_s, 2), **result, **matched})  # fmt: skip
         shown = "  ".join(f"{k.split('_')[0]} {v:.2f}" for k, v in matched.items() if v is not None)
         print(f"{m.name:<14} {m.label:<28} PSNR {result['psnr']:6.2f} dB  {result['bpp']:.4f} bpp  "
@@ -213,10 +245,11 @@ def run_group(members: List[Member], args, device, tag, curves_of, emit) -> None
 
 
 def by_shape(members: List[Member], max_batch: int) -> List[List[Member]]:
-    """Members grouped by image shape (a batch needs one shape), split into chunks of at most ``max_batch``."""
+    """Members grouped by image shape (a batch needs one shape) and table size (members of one grid geometry share
+    one sparse lookup matrix on whole-image steps), split into chunks of at most ``max_batch``."""
     groups: Dict[Tuple[int, ...], List[Member]] = {}
     for m in members:
-        groups.setdefault(m.image.shape, []).append(m)
+        groups.setdefault((*m.image.shape, m.config.log2_hashmap_size), []).append(m)
     out = []
     for group in groups.values():
         size = max_batch or len(group)
@@ -232,6 +265,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--log2-entries", type=int, nargs="+", default=[11])
     parser.add_argument("--steps", type=int, default=6000, help="Kodak steps (the authors' Kodak runs use 60000)")
     parser.add_argument("--sensitivity-steps", type=int, default=3000)
+    parser.add_argument("--time-budget", type=float, default=0,
+                        help="seconds for all Kodak fits: the step count comes from a short timed probe of each batch "
+                        "(recorded with the results); overrides --steps")  # fmt: skip
+    parser.add_argument("--sensitivity-time-budget", type=float, default=0,
+                        help="the same for the sensitivity fits; overrides --sensitivity-steps")  # fmt: skip
     parser.add_argument("--sensitivity-lambda", type=float, default=1e-4)
     parser.add_argument("--levels", type=int, default=24)
     parser.add_argument("--max-res", type=int, default=512, help="finest grid resolution (0: the image's longer side)")
@@ -254,7 +292,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         help="rounding stand-in while annealing: A&T soft rounding or stochastic Gumbel annealing (authors' Kodak)",
     )
     parser.add_argument("--lr-final-factor", type=float, default=0.1)
-    parser.add_argument("--batch-pixels", type=int, default=2**16, help="random pixels per image and step")
+    parser.add_argument("--batch-pixels", type=int, default=2**20,
+                        help="random pixels per image and step; at least the image's pixels (the default, as the "
+                        "authors train): whole-image steps through one sparse lookup matrix per batch")  # fmt: skip
     parser.add_argument("--batch", action=argparse.BooleanOptionalAction, default=True,
                         help="fit images of one shape together (default); --no-batch: one by one")  # fmt: skip
     parser.add_argument("--max-batch", type=int, default=0, help="at most this many members per batch (0: no limit)")
@@ -272,6 +312,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.quick:
         args.steps = min(args.steps, 150)
         args.sensitivity_steps = min(args.sensitivity_steps, 150)
+        args.time_budget = args.sensitivity_time_budget = 0
         args.limit = args.limit or 2
         args.lambdas = [args.lambdas[0], args.lambdas[-1]]
         args.log2_entries = args.log2_entries[:1]
@@ -323,34 +364,35 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         t0 = time.time()
         if paths:
             base = base_config(args)
-            args.steps_now = args.steps
-            for k in args.log2_entries:
-                members = [
-                    Member(
-                        p.name,
-                        images[p.name],
-                        dataclasses.replace(base, log2_hashmap_size=k, rate_lambda=lam),
-                        f"lambda={lam:g} 2^{k}",
-                        f"2^{k}",
-                    )  # fmt: skip
-                    for p in paths
-                    for lam in args.lambdas
-                ]
-                for group in by_shape(members, args.max_batch):
-                    shape = "x".join(map(str, group[0].image.shape[:2]))
-                    run_group(group, args, device, f"kodak 2^{k} {shape}", curves_of,
-                              lambda r: emit({"mode": "kodak", **r}))  # fmt: skip
+            members = [
+                Member(p.name, images[p.name], dataclasses.replace(base, log2_hashmap_size=k, rate_lambda=lam),
+                       f"lambda={lam:g} 2^{k}", f"2^{k}")  # fmt: skip
+                for k in args.log2_entries
+                for p in paths
+                for lam in args.lambdas
+            ]
+            groups = by_shape(members, args.max_batch)
+            args.steps_now, args.budget_now, args.probe_ms_now = args.steps, None, None
+            if args.time_budget:
+                args.steps_now, per_step = steps_for_budget(groups, args.time_budget, args, device, "kodak")
+                args.budget_now = args.time_budget
+            for i, group in enumerate(groups):
+                if args.time_budget:
+                    args.probe_ms_now = round(1000 * per_step[i], 2)
+                shape = "x".join(map(str, group[0].image.shape[:2]))
+                k = group[0].config.log2_hashmap_size
+                run_group(group, args, device, f"kodak 2^{k} {shape}", curves_of,
+                          lambda r: emit({"mode": "kodak", **r}))  # fmt: skip
             kodak = [r for r in records if r.get("mode") == "kodak"]
             for name in images:
                 if name != sens_name:
                     curves_of(name)
             plot(kodak, args.out_dir / "image_kodak.png",
-                 f"Kodak ({len(paths)} images), {args.steps} steps, mean over images")  # fmt: skip
+                 f"Kodak ({len(paths)} images), {args.steps_now} whole-image steps, mean over images")  # fmt: skip
             print_table(kodak)
             print(f"kodak done after {time.time() - t0:.0f} s", flush=True)
         if sens_name is not None:
             base = sensitivity_config(args)
-            args.steps_now = args.sensitivity_steps
             log2s = (13, 15) if args.quick else SENSITIVITY_LOG2
             members = [
                 Member(
@@ -363,11 +405,21 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 for name, variant in SENSITIVITY_VARIANTS.items()
                 for k in log2s
             ]
-            run_group(members, args, device, "sensitivity", curves_of,
-                      lambda r: emit({"mode": "sensitivity", **r}))  # fmt: skip
+            groups = by_shape(members, args.max_batch)
+            args.steps_now, args.budget_now, args.probe_ms_now = args.sensitivity_steps, None, None
+            if args.sensitivity_time_budget:
+                args.steps_now, per_step = steps_for_budget(
+                    groups, args.sensitivity_time_budget, args, device, "sensitivity"
+                )
+                args.budget_now = args.sensitivity_time_budget
+            for i, group in enumerate(groups):
+                if args.sensitivity_time_budget:
+                    args.probe_ms_now = round(1000 * per_step[i], 2)
+                run_group(group, args, device, f"sensitivity 2^{group[0].config.log2_hashmap_size}", curves_of,
+                          lambda r: emit({"mode": "sensitivity", **r}))  # fmt: skip
             sens = [r for r in records if r.get("mode") == "sensitivity"]
             plot(sens, args.out_dir / "image_kodak_sensitivity.png",
-                 f"sensitivity on {args.sensitivity.name}, {args.sensitivity_steps} steps")  # fmt: skip
+                 f"sensitivity on {args.sensitivity.name}, {args.steps_now} steps")  # fmt: skip
             print_table(sens)
             print(f"sensitivity done after {time.time() - t0:.0f} s", flush=True)
     pool.shutdown()

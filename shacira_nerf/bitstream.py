@@ -36,17 +36,27 @@ def grid_tables(grid: ShaciraGrid, latents: np.ndarray, precision: int = TABLE_P
     return tables
 
 
-def encode_grid(grid: ShaciraGrid, prefix: str) -> Tuple[dict, List[Tuple[str, bytes]]]:
-    """Header entry and sections (``<prefix>/table/<d>``, ``<prefix>/latents/<level>``) for one grid."""
+WHOLE_TABLE_SECTION = "all"
+"""Latents section suffix (``<prefix>/latents/all``) when the whole table is one coded stream."""
+
+
+def encode_grid(grid: ShaciraGrid, prefix: str, whole_table: bool = False) -> Tuple[dict, List[Tuple[str, bytes]]]:
+    """Header entry and sections (``<prefix>/table/<d>``, ``<prefix>/latents/<level>``) for one grid.
+
+    ``whole_table``: code all levels as one stream in one section (``<prefix>/latents/all``) instead of one section
+    per level. Each section costs its framing (name, length, CRC) and each stream the coder's final word: about 30
+    bytes a level, noise for a scene but a tenth of a 15 kB image file. Levels stay separately decodable otherwise.
+    """
     latents = grid.integer_latents().cpu().numpy().astype(np.int64)
     tables = grid_tables(grid, latents)
     sections = [(f"{prefix}/table/{d}", pack_table(t)) for d, t in enumerate(tables)]
     offsets = grid.latents.offsets
+    blocks = [latents] if whole_table else [latents[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+    names = [WHOLE_TABLE_SECTION] if whole_table else [str(level) for level in range(len(blocks))]
     shannon_bits = 0.0
-    for level in range(grid.geometry.num_levels):
-        block = latents[offsets[level] : offsets[level + 1]]
+    for name, block in zip(names, blocks):
         streams = [(block[:, d], tables[d]) for d in range(block.shape[1])]
-        sections.append((f"{prefix}/latents/{level}", encode_symbols(streams)))
+        sections.append((f"{prefix}/latents/{name}", encode_symbols(streams)))
         shannon_bits += sum(table_bits(s, t) for s, t in streams)
     header = {
         "geometry": grid.geometry.to_dict(),
@@ -55,6 +65,8 @@ def encode_grid(grid: ShaciraGrid, prefix: str) -> Tuple[dict, List[Tuple[str, b
         "num_latents": int(latents.size),
         "shannon_bits": shannon_bits,
     }
+    if whole_table:
+        header["latent_streams"] = "whole_table"
     return header, sections
 
 
@@ -62,6 +74,13 @@ def decode_grid(header: dict, sections: Dict[str, bytes], prefix: str, level_siz
     """Integer latents ``[rows, latent_dim]`` (int32) of one grid from its sections."""
     latent_dim = int(header["latent_dim"])
     tables = [unpack_table(_section(sections, f"{prefix}/table/{d}")) for d in range(latent_dim)]
+    layout = header.get("latent_streams", "per_level")
+    if layout == "whole_table":
+        section = _section(sections, f"{prefix}/latents/{WHOLE_TABLE_SECTION}")
+        columns = decode_symbols(section, [(sum(level_sizes), t) for t in tables])
+        return np.stack(columns, axis=1).astype(np.int32)
+    if layout != "per_level":
+        raise ContainerError(f"unknown latent stream layout {layout!r} (written by a newer shacira-nerf?)")
     blocks = []
     for level, rows in enumerate(level_sizes):
         columns = decode_symbols(_section(sections, f"{prefix}/latents/{level}"), [(rows, t) for t in tables])

@@ -5,8 +5,8 @@
 #   bash benchmarks/gpu/bg.sh setup                      copy the scripts and .gpu/* scenes to /tmp/bench
 #   bash benchmarks/gpu/bg.sh start NAME SCENE METHOD ITERS [ns-train args]   SCENE: a folder name under .gpu
 #   bash benchmarks/gpu/bg.sh stop NAME                  end one run (its training or evaluation)
-#   bash benchmarks/gpu/bg.sh kodak STEPS SENS_STEPS [image_kodak.py flags]   gpu/kodak.sh in the background, from a
-#                                                        copy of this tree and .kodak/ (carry it) under /tmp/bench
+#   bash benchmarks/gpu/bg.sh kodak [image_kodak.py flags]   gpu/kodak.sh in the background, from a copy of this
+#                                                        tree and .kodak/ (carry it) under /tmp/bench
 # Each background run is limited to OMP_NUM_THREADS threads (default 4): three nerfacto runs left at torch's default
 # (16 threads each) saturated the 16 cores (load 48, 350 ms/step each against 45 ms alone) while the GPU sat at 1%.
 #   bash benchmarks/gpu/bg.sh watch SECONDS [FILES...]   wait until all runs end or SECONDS pass; progress table;
@@ -28,7 +28,7 @@ start)
 kodak)
   shift; mkdir -p $root/repo $root/kodak-out
   cp -r shacira_nerf benchmarks $root/repo/ && mkdir -p $root/repo/.gpu $root/repo/.whl && cp .whl/constriction-*.whl $root/repo/.whl/
-  [ -d $root/repo/.gpu/kodak ] || cp -r .kodak $root/repo/.gpu/kodak
+  [ -d $root/repo/.kodak ] || cp -r .kodak $root/repo/.kodak
   cd $root/repo && OUT=$root/kodak-out LIMIT=${LIMIT:-1500} setsid nohup bash benchmarks/gpu/kodak.sh "$@" \
     >$root/kodak-out/kodak.stdout 2>&1 </dev/null &
   echo "started kodak (pid $!)" ;;

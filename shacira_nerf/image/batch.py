@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from shacira_nerf.core.entropy_model import FactorizedEntropyModel
 from shacira_nerf.core.hash_grid import corner_indices_and_weights
+from shacira_nerf.core.interpolation_matrix import InterpolationMatrix
 from shacira_nerf.image.field import ImageField, ImageFieldConfig, make_quantizer, pixel_centres
 from shacira_nerf.image.train import REFIT_LR, apply_schedule, image_to_tensor, resolve_device, sga_noise_generator
 
@@ -167,23 +168,15 @@ class BatchedImageFields(nn.Module):
             bits = -torch.log2(self.entropy_model.likelihood(x.float())).view(R, B, D)
             return (bits * self.rate_mask.permute(1, 0, 2)).sum(dim=(0, 2))
 
-    def rgb(
-        self,
-        q: Float[Tensor, "b rows d"],
-        rows: Int[Tensor, "g n levels corners"],
-        weights: Float[Tensor, "n levels corners"],
-    ) -> Float[Tensor, "b n 3"]:
-        """RGB of each member at the pixels whose corner rows (shared: g = 1, or per member: g = B) and weights
-        are given: the same interpolate-then-decode path as ``PixelCorners.features`` and ``ImageField``."""
-        B, _, D = q.shape
-        n, L, C = weights.shape
-        if rows.shape[0] == 1:
-            g = torch.index_select(q, 1, rows.reshape(-1))
-        else:
-            g = torch.gather(q, 1, rows.reshape(B, -1, 1).expand(B, n * L * C, D))
-        interp = (g.view(B, n, L, C, D) * weights.unsqueeze(-1)).sum(3)  # [B, n, L, D]
-        h = torch.einsum("bnld,bldf->bnlf", interp, self.decoder_weight) + self.decoder_bias.unsqueeze(1)
-        h = h.reshape(B, n, -1)
+    def rgb(self, interpolated: Float[Tensor, "b n levels d"]) -> Float[Tensor, "b n 3"]:
+        """RGB of each member from its latents interpolated per level (``_Corners`` or ``_MatrixLookup``): the
+        decode-then-MLP path of ``PixelCorners.features`` and ``ImageField``."""
+        # Per-level affine decoder as broadcast products over the <= few latent dims (a batched matmul with inner
+        # dimension 1-2 runs slowly on cuBLAS, see core/decoder.py); the result is contiguous [B, n, L, F].
+        h = self.decoder_bias.unsqueeze(1)
+        for d in range(interpolated.shape[-1]):
+            h = h + interpolated[..., d : d + 1] * self.decoder_weight[:, None, :, d, :]
+        h = h.reshape(h.shape[0], h.shape[1], -1)
         last = len(self.mlp_weights) - 1
         for k, (w, b) in enumerate(zip(self.mlp_weights, self.mlp_biases)):
             h = torch.baddbmm(b.unsqueeze(1), h, w)
@@ -208,12 +201,14 @@ class BatchedImageFields(nn.Module):
         for name, p in field.grid.entropy_model.named_parameters():
             p.copy_(stacked[name][index * D : index * D + p.shape[0]])
         field.grid.set_progress(1, 1)
+        field.round_networks()  # as fit_image does: the file stores these weights exactly
         field.eval()
         return field
 
 
 class _Corners:
-    """Corner rows (per distinct geometry) and interpolation weights (shared) of every pixel, computed once."""
+    """Random-pixel steps (or members of different table sizes): corner rows (per distinct geometry) and
+    interpolation weights (shared) of every pixel, computed once, gathered per step."""
 
     def __init__(self, batch: BatchedImageFields, device: torch.device) -> None:
         x = pixel_centres(batch.height, batch.width, device)
@@ -229,10 +224,37 @@ class _Corners:
         self.rows: Int[Tensor, "g hw levels corners"] = torch.stack(rows)
         self.weights: Float[Tensor, "hw levels corners"] = weights
 
-    def take(self, index: Optional[Tensor]) -> tuple:
-        if index is None:
-            return self.rows, self.weights
-        return self.rows[:, index], self.weights[index]
+    def interpolate(self, q: Float[Tensor, "b rows d"], index: Optional[Tensor]) -> Float[Tensor, "b n levels d"]:
+        """Every member's quantized latents interpolated at the pixels ``index`` (None: all), per level."""
+        rows, weights = (self.rows, self.weights) if index is None else (self.rows[:, index], self.weights[index])
+        B, _, D = q.shape
+        n, L, C = weights.shape
+        if rows.shape[0] == 1:
+            g = torch.index_select(q, 1, rows.reshape(-1))
+        else:
+            g = torch.gather(q, 1, rows.reshape(B, -1, 1).expand(B, n * L * C, D))
+        return (g.view(B, n, L, C, D) * weights.unsqueeze(-1)).sum(3)
+
+
+class _MatrixLookup:
+    """Whole-image steps of members that share one grid geometry: the lookup of every pixel as one sparse matrix
+    (``InterpolationMatrix``) applied to all members' tables at once, stacked as columns."""
+
+    def __init__(self, batch: BatchedImageFields, device: torch.device) -> None:
+        self.matrix = InterpolationMatrix(pixel_centres(batch.height, batch.width, device), batch.geometries[0])
+
+    @staticmethod
+    def applies(batch: BatchedImageFields, full_batch: bool) -> bool:
+        """Whether this lookup serves the batch: every step sees every pixel and all members share the geometry."""
+        return full_batch and all(g == batch.geometries[0] for g in batch.geometries)
+
+    def interpolate(self, q: Float[Tensor, "b rows d"], index: Optional[Tensor]) -> Float[Tensor, "b n levels d"]:
+        """Every member's quantized latents interpolated at every pixel, per level (``index`` must be None)."""
+        if index is not None:
+            raise ValueError("the sparse-matrix lookup serves whole-image steps only")
+        B, R, D = q.shape
+        y = self.matrix.apply(q.permute(1, 0, 2).reshape(R, B * D))  # [n, L, B * D]
+        return y.view(y.shape[0], y.shape[1], B, D).permute(2, 0, 1, 3)
 
 
 def fit_images(
@@ -274,7 +296,8 @@ def fit_images(
     batch.train()
     cfg = batch.configs[0]
     target = torch.stack([image_to_tensor(im, device) for im in images])  # [B, hw, 3]
-    corners = _Corners(batch, device)
+    full_batch = h * w <= cfg.batch_pixels
+    lookup = _MatrixLookup(batch, device) if _MatrixLookup.applies(batch, full_batch) else _Corners(batch, device)
     fused = {"fused": True} if device.type == "cuda" else {}
     optimizer = torch.optim.Adam(
         [
@@ -292,14 +315,12 @@ def fit_images(
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     noise_generators = [sga_noise_generator(s, device) for s in seeds]
-    full_batch = h * w <= cfg.batch_pixels
     for step in range(steps):
         batch.set_progress(step, steps)
         rate_factor = apply_schedule(optimizer, base_lrs, cfg, step, steps)
         index = None if full_batch else torch.randint(0, h * w, (cfg.batch_pixels,), device=device, generator=generator)
-        rows, weights = corners.take(index)
         q = batch.quantized(batch.sga_noise(noise_generators))
-        rgb = batch.rgb(q, rows, weights)
+        rgb = batch.rgb(lookup.interpolate(q, index))
         mse = ((rgb - (target if index is None else target[:, index])) ** 2).mean(dim=(1, 2))
         loss = mse.sum()
         if use_rate:

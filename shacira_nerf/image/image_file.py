@@ -4,9 +4,10 @@ What the file holds:
 - header: ``kind: "image"``, the image size, the field's architecture settings (everything needed to rebuild the
   modules), the grid's coder header under ``grids.grid`` (what ``shacira info`` sums), the list of network tensors
   and the training-time size estimate;
-- ``grid/table/<d>`` and ``grid/latents/<level>``: integer probability tables and range-coded latents
-  (``bitstream.py``);
-- ``network/<name>``: the latent decoder and the RGB MLP as float32 arrays (``pack_array``; nothing is pickled).
+- ``grid/table/<d>`` and ``grid/latents/all``: integer probability tables and the range-coded latents, all levels in
+  one stream (``bitstream.py``; per-level sections cost ~30 bytes a level, a tenth of a small image file);
+- ``network/<name>``: the latent decoder and the RGB MLP as float16 arrays (``network_precision``; float32 for a
+  tensor that float16 would not hold exactly), written by ``pack_array``; nothing is pickled.
 
 Decoding rebuilds the field in eval mode with the decoded integer latents; its rendering equals the trained field's
 eval rendering bit for bit on the same device (same integers, same float32 weights, same code path). The entropy
@@ -74,11 +75,19 @@ def config_from_json(values: Dict[str, Any]) -> ImageFieldConfig:
         raise ContainerError(f"image header has an invalid setting: {exc}") from None
 
 
+def storage_array(tensor: torch.Tensor, precision: str) -> np.ndarray:
+    """A network tensor as the file stores it: in ``precision`` if that holds it exactly, else float32 (so that a
+    field whose weights were not rounded, ``ImageField.round_networks``, still decodes bit-exactly)."""
+    arr = tensor.detach().float().cpu().numpy()
+    narrow = arr.astype(np.dtype(precision))
+    return narrow if np.array_equal(narrow.astype(np.float32), arr) else arr
+
+
 def _header_and_sections(field: ImageField) -> Tuple[Dict[str, Any], List[Tuple[str, bytes]]]:
-    grid_header, sections = encode_grid(field.grid, GRID_NAME)
+    grid_header, sections = encode_grid(field.grid, GRID_NAME, whole_table=True)
     networks = {}
     for name, tensor in field.network_tensors().items():
-        arr = tensor.detach().float().cpu().numpy()
+        arr = storage_array(tensor, field.config.network_precision)
         networks[name] = list(arr.shape)
         sections.append((f"network/{name}", pack_array(arr)))
     estimate = field.estimate_bits()
@@ -140,11 +149,11 @@ def decode_image_file(data: bytes, device: Union[str, torch.device] = "cpu") -> 
                 if f"network/{name}" not in sections:
                     raise ContainerError(f"file is missing section 'network/{name}'")
                 arr = unpack_array(sections[f"network/{name}"])
-                if arr.dtype != np.float32 or tuple(arr.shape) != tuple(reference.shape):
+                if arr.dtype not in (np.float16, np.float32) or tuple(arr.shape) != tuple(reference.shape):
                     raise ContainerError(
-                        f"network tensor '{name}' is {arr.dtype} {arr.shape}, expected float32 {tuple(reference.shape)}"
+                        f"network tensor '{name}' is {arr.dtype} {arr.shape}, expected float {tuple(reference.shape)}"
                     )
-                reference.copy_(torch.from_numpy(arr))
+                reference.copy_(torch.from_numpy(arr.astype(np.float32)))
     except ContainerError:
         raise
     except (KeyError, TypeError, ValueError, IndexError) as exc:

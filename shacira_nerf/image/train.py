@@ -212,6 +212,7 @@ def fit_image(
                     fields["bpp"] = field.estimate_bits()["bpp"]
                 bar.update(task, advance=1, **fields)
     field.grid.set_progress(steps, steps)
+    field.round_networks()  # to the file's precision: what is measured from here on is what decodes
     refit_entropy_model(field, field.config.entropy_refit_steps)
     field.eval()
     return field
