@@ -47,7 +47,7 @@ from PIL import Image, features
 
 from shacira_nerf.core.quantizer import QUANTIZER_MODES
 from shacira_nerf.image.batch import fit_images
-from shacira_nerf.image.field import ImageField, ImageFieldConfig
+from shacira_nerf.image.field import KODAK_PRESET, ImageField, ImageFieldConfig
 from shacira_nerf.image.image_file import decode_image_file, encode_image_file
 from shacira_nerf.image.train import fit_image, psnr, resolve_device, to_uint8
 
@@ -127,7 +127,8 @@ def training_settings(args: argparse.Namespace) -> Dict:
 
 
 def base_config(args: argparse.Namespace) -> ImageFieldConfig:
-    """The Kodak preset from the command line (rate weight and table size are set per point)."""
+    """The Kodak preset (``KODAK_PRESET``, the flags' defaults) from the command line (rate weight and table size are
+    set per point)."""
     return ImageFieldConfig(
         num_levels=args.levels,
         max_res=args.max_res,
@@ -262,7 +263,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("folder", nargs="?", type=Path, help="folder of Kodak PNGs (kodim01.png ... kodim24.png)")
     parser.add_argument("--sensitivity", type=Path, help="one image: the appendix's sensitivity curves (too)")
     parser.add_argument("--lambdas", type=float, nargs="+", default=list(DEFAULT_LAMBDAS), help="final rate weights")
-    parser.add_argument("--log2-entries", type=int, nargs="+", default=[11])
+    parser.add_argument("--log2-entries", type=int, nargs="+", default=[KODAK_PRESET["log2_hashmap_size"]])
     parser.add_argument("--steps", type=int, default=6000, help="Kodak steps (the authors' Kodak runs use 60000)")
     parser.add_argument("--sensitivity-steps", type=int, default=3000)
     parser.add_argument("--time-budget", type=float, default=0,
@@ -271,14 +272,19 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--sensitivity-time-budget", type=float, default=0,
                         help="the same for the sensitivity fits; overrides --sensitivity-steps")  # fmt: skip
     parser.add_argument("--sensitivity-lambda", type=float, default=1e-4)
-    parser.add_argument("--levels", type=int, default=24)
-    parser.add_argument("--max-res", type=int, default=512, help="finest grid resolution (0: the image's longer side)")
-    parser.add_argument("--hidden-dim", type=int, default=16)
-    parser.add_argument("--hidden-layers", type=int, default=1)
-    parser.add_argument("--lr-latents", type=float, default=0.02)
-    parser.add_argument("--lr-entropy", type=float, default=1e-3)
-    parser.add_argument("--lambda-start-factor", type=float, default=10.0)
-    parser.add_argument("--lr-decay-start", type=float, default=0.7)
+    parser.add_argument("--levels", type=int, default=KODAK_PRESET["num_levels"])
+    parser.add_argument(
+        "--max-res",
+        type=int,
+        default=KODAK_PRESET["max_res"],
+        help="finest grid resolution (0: the image's longer side)",
+    )
+    parser.add_argument("--hidden-dim", type=int, default=KODAK_PRESET["hidden_dim"])
+    parser.add_argument("--hidden-layers", type=int, default=KODAK_PRESET["num_hidden_layers"])
+    parser.add_argument("--lr-latents", type=float, default=KODAK_PRESET["lr_latents"])
+    parser.add_argument("--lr-entropy", type=float, default=KODAK_PRESET["lr_entropy"])
+    parser.add_argument("--lambda-start-factor", type=float, default=KODAK_PRESET["rate_lambda_start_factor"])
+    parser.add_argument("--lr-decay-start", type=float, default=KODAK_PRESET["lr_decay_start"])
     parser.add_argument(
         "--anneal-fraction",
         type=float,
@@ -291,8 +297,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         default=ImageFieldConfig.quantizer,
         help="rounding stand-in while annealing: A&T soft rounding or stochastic Gumbel annealing (authors' Kodak)",
     )
-    parser.add_argument("--lr-final-factor", type=float, default=0.1)
-    parser.add_argument("--batch-pixels", type=int, default=2**20,
+    parser.add_argument("--lr-final-factor", type=float, default=KODAK_PRESET["lr_final_factor"])
+    parser.add_argument("--batch-pixels", type=int, default=KODAK_PRESET["batch_pixels"],
                         help="random pixels per image and step; at least the image's pixels (the default, as the "
                         "authors train): whole-image steps through one sparse lookup matrix per batch")  # fmt: skip
     parser.add_argument("--batch", action=argparse.BooleanOptionalAction, default=True,
@@ -365,8 +371,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         if paths:
             base = base_config(args)
             members = [
-                Member(p.name, images[p.name], dataclasses.replace(base, log2_hashmap_size=k, rate_lambda=lam),
-                       f"lambda={lam:g} 2^{k}", f"2^{k}")  # fmt: skip
+                Member(
+                    p.name,
+                    images[p.name],
+                    dataclasses.replace(base, log2_hashmap_size=k, rate_lambda=lam),
+                    f"lambda={lam:g} 2^{k}",
+                    f"2^{k}",
+                )  # fmt: skip
                 for k in args.log2_entries
                 for p in paths
                 for lam in args.lambdas

@@ -434,3 +434,68 @@ def test_compress_quantizer_flag_selects_the_training_quantizer() -> None:
     with pytest.raises(SystemExit) as excinfo:
         tyro.cli(Compress, args=["in.png", "out.shac", "--quantizer", "gumbel"])
     assert excinfo.value.code != 0
+
+
+# ------------------------------------------------------------------------------- whole-image steps, file layout
+
+
+def test_whole_image_corners_equal_the_gathered_ones() -> None:
+    """fit_image's whole-image path (one sparse matrix) gives the features and gradients of the gather path."""
+    field = ImageField(SMALL, 24, 40)
+    gathered, whole = PixelCorners(field, torch.device("cpu")), PixelCorners(field, torch.device("cpu"), True)
+    table = field.grid.lookup_latents().detach().requires_grad_()
+    a, b = gathered.features(None, table), whole.features(None, table)
+    assert torch.allclose(a, b, atol=1e-6)
+    grads = [torch.autograd.grad(f.square().sum(), table)[0] for f in (a, b)]
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_image_file_codes_one_stream_and_float16_networks(fitted: tuple) -> None:
+    """The image file's latents are one coded stream and its networks float16 (exact: the fit rounded them)."""
+    from shacira_nerf.codec import decode_container, unpack_array
+
+    _, field = fitted
+    header, sections = decode_container(encode_image_file(field))
+    assert [n for n in sections if "/latents/" in n] == ["grid/latents/all"]
+    for name, reference in field.network_tensors().items():
+        arr = unpack_array(sections[f"network/{name}"])
+        assert arr.dtype == np.float16 and np.array_equal(arr.astype(np.float32), reference.numpy()), name
+
+
+def test_unrounded_networks_are_stored_as_float32_and_still_decode_exactly() -> None:
+    """A field whose weights float16 cannot hold is stored in float32: decoding never changes what was measured."""
+    field = ImageField(SMALL, 16, 16)  # fresh Xavier weights, not rounded
+    field.eval()
+    decoded = decode_image_file(encode_image_file(field))
+    assert torch.equal(decoded.render(), field.render())
+    from shacira_nerf.codec import decode_container, unpack_array
+
+    _, sections = decode_container(encode_image_file(field))
+    assert unpack_array(sections["network/mlp.0.weight"]).dtype == np.float32  # Xavier draws: not float16 values
+    assert unpack_array(sections["network/mlp.0.bias"]).dtype == np.float16  # zeros are
+
+
+def test_per_level_streams_still_decode() -> None:
+    """Files whose grid was coded one stream per level (scene files; image files before the single stream)."""
+    from shacira_nerf.bitstream import decode_grid, encode_grid
+
+    field = ImageField(SMALL, 16, 16)
+    sizes = field.grid.geometry.level_sizes
+    expected = field.grid.integer_latents().numpy()
+    for whole in (False, True):
+        header, sections = encode_grid(field.grid, "g", whole_table=whole)
+        assert np.array_equal(decode_grid(header, dict(sections), "g", sizes), expected)
+    with pytest.raises(ContainerError, match="unknown latent stream layout"):
+        decode_grid({**header, "latent_streams": "zigzag"}, dict(sections), "g", sizes)
+
+
+def test_kodak_preset_and_overrides() -> None:
+    """`--preset kodak` selects the benchmark's settings; explicit flags still win."""
+    import tyro
+
+    kodak = tyro.cli(Compress, args=["in.png", "out.shac", "--preset", "kodak"]).config()
+    assert (kodak.num_levels, kodak.log2_hashmap_size, kodak.num_hidden_layers, kodak.max_res) == (24, 11, 1, 512)
+    assert kodak.batch_pixels >= 768 * 512  # whole-image steps on Kodak
+    custom = tyro.cli(Compress, args=["in.png", "out.shac", "--preset", "kodak", "--log2-entries", "12"]).config()
+    assert custom.log2_hashmap_size == 12 and custom.num_levels == 24
+    assert tyro.cli(Compress, args=["in.png", "out.shac"]).config().log2_hashmap_size == 15

@@ -10,6 +10,7 @@ Also runnable without the main CLI: ``python -m shacira_nerf.image.cli compress 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import stat
@@ -17,7 +18,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Iterator, List, Tuple
+from typing import Annotated, Iterator, List, Literal, Optional, Tuple
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageSequence, UnidentifiedImageErr
 from shacira_nerf.codec import MAGIC, ContainerError, read_file_bytes
 from shacira_nerf.core.quantizer import QuantizerMode
 from shacira_nerf.errors import UserError
-from shacira_nerf.image.field import ImageField, ImageFieldConfig
+from shacira_nerf.image.field import KODAK_PRESET, ImageField, ImageFieldConfig
 from shacira_nerf.image.image_file import decode_image_file, write_image_file
 from shacira_nerf.image.train import fit_image, psnr, resolve_device, to_uint8
 
@@ -256,15 +257,23 @@ class Compress:
     rate_lambda: Annotated[float, tyro.conf.arg(name="lambda")] = ImageFieldConfig.rate_lambda
     """Rate weight: loss = MSE + lambda x estimated bits per latent (appendix: 1e-4). It acts once the entropy
     model fits the latents: with the appendix's --lr-entropy that takes tens of thousands of steps."""
-    log2_entries: int = ImageFieldConfig.log2_hashmap_size
-    """log2 of the hash-table rows per level (the appendix sweeps 13..17; allowed 8..24)."""
+    preset: Literal["appendix", "kodak"] = "appendix"
+    """Settings: appendix (the appendix's image text: 16 levels of 2^15 rows, two hidden layers of 16, 65536 random
+    pixels a step) or kodak (what benchmarks/image_kodak.py measures on Kodak: the authors' public Kodak config, 24
+    levels of 2^11 rows, one hidden layer, whole-image steps: its Kodak numbers are in benchmarks/README.md; slow on
+    a CPU, use --steps 5000 or more on a GPU). The flags below override either."""
+    log2_entries: Optional[int] = None
+    """log2 of the hash-table rows per level (default: the preset's, 15 or 11; the appendix sweeps 13..17; allowed
+    8..24)."""
     steps: int = 2000
     """Training steps."""
-    lr_latents: float = ImageFieldConfig.lr_latents
-    """Learning rate of the latents (appendix: 0.01 for Kodak-sized images, over far more steps than a CPU run;
-    raising it lets the integer latents reach finer precision in short runs: higher PSNR, more bits)."""
-    lr_entropy: float = ImageFieldConfig.lr_entropy
-    """Learning rate of the entropy model (appendix: 1e-4); 1e-2 lets --lambda take effect in short runs."""
+    lr_latents: Optional[float] = None
+    """Learning rate of the latents (default: the preset's; appendix: 0.01 for Kodak-sized images, over far more
+    steps than a CPU run; raising it lets the integer latents reach finer precision in short runs: higher PSNR, more
+    bits)."""
+    lr_entropy: Optional[float] = None
+    """Learning rate of the entropy model (default: the preset's; appendix: 1e-4); 1e-2 lets --lambda take effect in
+    short runs."""
     quantizer: QuantizerMode = ImageFieldConfig.quantizer
     """Rounding stand-in while training: sga (stochastic Gumbel annealing, the authors' Kodak setting) or soft_round
     (deterministic Agustsson & Theis soft rounding; worse against JPEG in our kodim23 runs)."""
@@ -277,18 +286,23 @@ class Compress:
 
     def config(self) -> ImageFieldConfig:
         """The field settings these flags select."""
-        if not 8 <= self.log2_entries <= 24:
-            raise UserError(f"--log2-entries must be in 8..24 (the appendix uses 13..17), got {self.log2_entries}")
+        base = ImageFieldConfig(**KODAK_PRESET) if self.preset == "kodak" else ImageFieldConfig()
+        log2_entries = base.log2_hashmap_size if self.log2_entries is None else self.log2_entries
+        lr_latents = base.lr_latents if self.lr_latents is None else self.lr_latents
+        lr_entropy = base.lr_entropy if self.lr_entropy is None else self.lr_entropy
+        if not 8 <= log2_entries <= 24:
+            raise UserError(f"--log2-entries must be in 8..24 (the appendix uses 13..17), got {log2_entries}")
         if not (math.isfinite(self.rate_lambda) and self.rate_lambda >= 0):
             raise UserError(f"--lambda must be a number >= 0, got {self.rate_lambda}")
-        for flag, value in (("--lr-latents", self.lr_latents), ("--lr-entropy", self.lr_entropy)):
+        for flag, value in (("--lr-latents", lr_latents), ("--lr-entropy", lr_entropy)):
             if not (math.isfinite(value) and value >= 0):
                 raise UserError(f"{flag} must be a number >= 0, got {value}")
-        return ImageFieldConfig(
+        return dataclasses.replace(
+            base,
             rate_lambda=self.rate_lambda,
-            log2_hashmap_size=self.log2_entries,
-            lr_latents=self.lr_latents,
-            lr_entropy=self.lr_entropy,
+            log2_hashmap_size=log2_entries,
+            lr_latents=lr_latents,
+            lr_entropy=lr_entropy,
             quantizer=self.quantizer,
         )
 

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from shacira_nerf.core.grid import TCNN_AVAILABLE
 from shacira_nerf.core.hash_grid import corner_indices_and_weights
+from shacira_nerf.core.interpolation_matrix import InterpolationMatrix
 from shacira_nerf.image.field import ImageField, ImageFieldConfig, pixel_centres, schedule_factors
 
 CORNER_CACHE_BYTES = 2 * 1024**3
@@ -91,19 +92,23 @@ class PixelCorners:
 
     ``features(index)`` equals ``grid(pixel_centres(h, w)[index])`` on the pure-torch path (the same gather and
     weighted sum as ``hash_grid_interpolate``, then the per-level decoder), so training is unchanged, only faster.
+    With ``whole_image`` (every step sees every pixel) the lookup is one sparse matrix instead
+    (``InterpolationMatrix``: the same numbers up to summation order, and a backward pass without atomics).
     """
 
-    def __init__(self, field: ImageField, device: torch.device) -> None:
+    def __init__(self, field: ImageField, device: torch.device, whole_image: bool = False) -> None:
         self.grid = field.grid
-        rows, weights = corner_indices_and_weights(
-            pixel_centres(field.height, field.width, device), field.grid.geometry
-        )
-        self.rows: Int[Tensor, "hw levels corners"] = rows
-        self.weights: Float[Tensor, "hw levels corners"] = weights
+        x = pixel_centres(field.height, field.width, device)
+        self.matrix = InterpolationMatrix(x, field.grid.geometry) if whole_image else None
+        if self.matrix is None:
+            rows, weights = corner_indices_and_weights(x, field.grid.geometry)
+            self.rows: Int[Tensor, "hw levels corners"] = rows
+            self.weights: Float[Tensor, "hw levels corners"] = weights
 
     @staticmethod
     def fits(field: ImageField) -> bool:
-        """Whether the cache for this image stays under ``CORNER_CACHE_BYTES`` (int64 rows + float32 weights)."""
+        """Whether the cache for this image stays under ``CORNER_CACHE_BYTES`` (int64 rows + float32 weights; the
+        sparse matrix and its transpose take about twice that)."""
         per_pixel = field.config.num_levels * 4 * (8 + 4)
         return field.height * field.width * per_pixel <= CORNER_CACHE_BYTES
 
@@ -114,9 +119,13 @@ class PixelCorners:
 
         ``quantized``: this step's latent table from ``grid.lookup_latents`` (default: quantize now).
         """
+        table = self.grid.lookup_latents() if quantized is None else quantized
+        if self.matrix is not None:
+            if index is not None:
+                raise ValueError("a whole-image PixelCorners serves every pixel at once (index must be None)")
+            return self.grid.decoder.per_level(self.matrix.apply(table))
         rows = self.rows if index is None else self.rows[index]
         weights = self.weights if index is None else self.weights[index]
-        table = self.grid.lookup_latents() if quantized is None else quantized
         flat = rows.reshape(-1)
         channels = [
             (torch.index_select(table[:, k], 0, flat).view_as(weights) * weights).sum(-1) for k in range(table.shape[1])
@@ -172,12 +181,12 @@ def fit_image(
     field.train()
     optimizer = make_optimizer(field)
     use_tcnn = field.config.implementation == "tcnn" and TCNN_AVAILABLE and device.type == "cuda"
-    corners = PixelCorners(field, device) if not use_tcnn and PixelCorners.fits(field) else None
+    full_batch = h * w <= field.config.batch_pixels
+    corners = PixelCorners(field, device, whole_image=full_batch) if not use_tcnn and PixelCorners.fits(field) else None
     coords = None if corners is not None else pixel_centres(h, w, device)
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     noise_generator = sga_noise_generator(seed, device)
-    full_batch = h * w <= field.config.batch_pixels
     num_latents = field.num_latents()
     rate_lambda = field.config.rate_lambda
 
