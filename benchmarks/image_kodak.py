@@ -445,9 +445,16 @@ def plot(records: List[Dict], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5))
-    for series, points in sorted(_mean_curves(records).items()):
+    curves = sorted(_mean_curves(records).items())
+    ours = [x for series, points in curves if series.startswith("shacira") for x, _ in points]
+    right = 1.6 * max(ours) if ours else None  # the classical codecs' curves run to 3+ bpp: show where we are
+    for series, points in curves:
         xs, ys = zip(*sorted(points))
         ax.plot(xs, ys, marker="o", markersize=3, label=series)
+    if right is not None:
+        shown = [y for _, points in curves for x, y in points if x <= right]
+        ax.set_xlim(0, right)
+        ax.set_ylim(min(shown) - 0.5, max(shown) + 0.5)
     ax.set_xlabel("bits per pixel (file bytes x 8 / pixels)")
     ax.set_ylabel("PSNR (dB, 8-bit RGB)")
     ax.set_title(title)
