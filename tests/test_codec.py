@@ -43,6 +43,7 @@ from shacira_nerf.codec import (
     write_container,
 )
 from shacira_nerf.codec import container as container_mod
+from shacira_nerf.codec.container import MAX_HEADER_JSON
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -59,8 +60,10 @@ def _small_container() -> tuple[dict, list[tuple[str, bytes]], bytes]:
     return header, sections, encode_container(header, sections)
 
 
-def _raw_container(header_blob: bytes, raw_sections: list[tuple[bytes, bytes]], version: int = FORMAT_VERSION) -> bytes:
-    """Build container bytes by hand (valid checksums), to craft inputs the encoder refuses to make."""
+def _raw_container(header_blob: bytes, raw_sections: list[tuple[bytes, bytes]], version: int = 1) -> bytes:
+    """Build container bytes by hand (valid checksums), to craft inputs the encoder refuses to make.
+
+    Version 1 by default: its header is plain JSON, so crafted header bytes reach the JSON checks directly."""
     out = [struct.pack("<8sHHI", MAGIC, version, 0, len(header_blob)), header_blob]
     out.append(struct.pack("<I", zlib.crc32(header_blob)))
     out.append(struct.pack("<I", len(raw_sections)))
@@ -242,7 +245,7 @@ def test_wrong_magic() -> None:
 
 def test_newer_and_older_version() -> None:
     data = _raw_container(b"{}", [], version=7)
-    assert _message(data) == "unsupported format version 7: this build reads version 1 (upgrade shacira-nerf)"
+    assert _message(data) == "unsupported format version 7: this build reads versions 1-2 (upgrade shacira-nerf)"
     assert _message(_raw_container(b"{}", [], version=0)).startswith("unsupported format version 0")
 
 
@@ -262,6 +265,35 @@ def test_header_errors() -> None:
     flipped = bytearray(data)
     flipped[16 + header_len // 2] ^= 0x10
     assert _message(bytes(flipped)) == "header checksum mismatch"
+
+
+def test_version_2_header_is_deflated_and_version_1_still_reads() -> None:
+    """Files are written as version 2 (deflated JSON header, smaller); version-1 files (plain JSON) still decode."""
+    header = {"kind": "test", "grids": {"g": {"geometry": {"dim": 2, "num_levels": 24}}}, "names": ["a"] * 50}
+    data = encode_container(header, [("x", b"1")])
+    assert struct.unpack_from("<H", data, 8)[0] == FORMAT_VERSION == 2
+    plain = json.dumps(header, separators=(",", ":")).encode()
+    assert struct.unpack_from("<I", data, 12)[0] < len(plain) // 2
+    assert decode_container(data) == (header, {"x": b"1"})
+    assert container_layout(data)["format_version"] == 2
+    old = _raw_container(plain, [(b"x", b"1")], version=1)
+    assert decode_container(old) == (header, {"x": b"1"})
+    assert container_layout(old)["format_version"] == 1
+
+
+def test_version_2_header_errors() -> None:
+    """A version-2 header that is not one bounded deflate stream is a one-line error, never a huge allocation."""
+    assert _message(_raw_container(b"{}", [], version=2)) == "header is not valid deflate data (file corrupted)"
+    truncated = zlib.compress(b'{"a": 1}')[:-3]
+    assert "deflate" in _message(_raw_container(truncated, [], version=2))
+    trailing = zlib.compress(b'{"a": 1}') + b"xx"
+    assert (
+        _message(_raw_container(trailing, [], version=2))
+        == "header is not one complete deflate stream (file corrupted)"
+    )
+    bomb = zlib.compress(b" " * (MAX_HEADER_JSON + 1), 9)  # ~65 kB that would inflate past the cap
+    assert _message(_raw_container(bomb, [], version=2)).startswith("header inflates to more than")
+    assert _message(_raw_container(zlib.compress(b"{not json"), [], version=2)) == "header is not valid JSON"
 
 
 def test_duplicate_section_in_file() -> None:
@@ -735,6 +767,6 @@ GOLDEN_HEX = "f8c8bfe95f7307d5350177c845fd099a3c2bec99"
 def test_header_json_is_compact_utf8() -> None:
     header, _, data = _small_container()
     header_len = struct.unpack_from("<I", data, 12)[0]
-    blob = data[16 : 16 + header_len]
+    blob = zlib.decompress(data[16 : 16 + header_len])  # version 2: deflated compact UTF-8 JSON
     assert json.loads(blob.decode("utf-8")) == header
     assert "héllo".encode() in blob

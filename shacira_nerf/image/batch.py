@@ -12,8 +12,9 @@ the entropy-model shape and every training setting except ``rate_lambda``. They 
 ``log2_hashmap_size``, ``latent_dim`` and ``hidden_dim``: smaller members are zero-padded to the largest one. Padding
 is exact: padded hidden units have zero weights in and out (ReLU's gradient at 0 is 0, so they stay zero), padded
 latent columns meet zero decoder rows, and padded table rows and columns are masked out of the rate, so none of them
-ever receives a gradient. When all members share the grid geometry the corner rows of every pixel are shared too (one
-``index_select`` for the batch); otherwise each member gathers with its own rows.
+ever receives a gradient. When every step sees the whole image and all members share the grid geometry, the lookup is
+one sparse matrix (``InterpolationMatrix``) applied to all members' tables as columns; otherwise the corner rows of
+every pixel are gathered (shared rows when the geometry is shared, else each member's own).
 
 With SGA (``quantizer="sga"``) every member draws its noise from its own generator (``sga_noise_generator`` of its
 member seed), in its own unpadded shape, and the draws are then padded: a member's random numbers are those of its
