@@ -24,3 +24,14 @@ def test_broadcast_and_matmul_decoding_agree_in_value_and_gradient() -> None:
     # per_level (the lookup path) is the same map, flattened level-major per point
     flat = decoder.per_level(latents.detach())
     torch.testing.assert_close(flat, out_a.detach().reshape(200, 15))
+
+
+def test_batched_decoding_equals_each_member_alone() -> None:
+    """Leading batch dimensions (the stacked fits of image.batch) decode each member with its own decoder."""
+    torch.manual_seed(1)
+    latents, weight, bias = torch.randn(3, 50, 4, 2), torch.randn(3, 4, 2, 1), torch.randn(3, 4, 1)
+    for broadcast in (False, True):
+        out = affine_per_level(latents, weight, bias, broadcast)
+        assert out.shape == (3, 50, 4, 1)
+        for b in range(3):
+            torch.testing.assert_close(out[b], affine_per_level(latents[b], weight[b], bias[b], broadcast))

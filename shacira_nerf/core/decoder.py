@@ -18,12 +18,13 @@ BROADCAST_MAX_LATENT_DIM = 4
 
 
 def affine_per_level(
-    latents: Float[Tensor, "n levels latent_dim"],
-    weight: Float[Tensor, "levels latent_dim f"],
-    bias: Float[Tensor, "levels f"],
+    latents: Float[Tensor, "*batch n levels latent_dim"],
+    weight: Float[Tensor, "*batch levels latent_dim f"],
+    bias: Float[Tensor, "*batch levels f"],
     broadcast: bool,
-) -> Float[Tensor, "n levels f"]:
-    """``latents[n, l] @ weight[l] + bias[l]`` for every point and level.
+) -> Float[Tensor, "*batch n levels f"]:
+    """``latents[n, l] @ weight[l] + bias[l]`` for every point and level (and every member of leading batch
+    dimensions, e.g. the stacked fits of ``shacira_nerf.image.batch``).
 
     ``broadcast``: as a sum of broadcast products over the latent dimensions instead of a batched matmul. With
     latent_dim 1-2 the matmul has an inner dimension of 1-2 over millions of rows, and cuBLAS runs it with a
@@ -31,10 +32,10 @@ def affine_per_level(
     times faster there. On a CPU the matmul is the faster of the two.
     """
     if not broadcast:
-        return torch.einsum("nld,ldf->nlf", latents, weight) + bias
-    out = bias
+        return torch.einsum("...nld,...ldf->...nlf", latents, weight) + bias.unsqueeze(-3)
+    out = bias.unsqueeze(-3)  # [*batch, 1, levels, f]: broadcasts over the points
     for d in range(latents.shape[-1]):
-        out = out + latents[..., d : d + 1] * weight[:, d, :]
+        out = out + latents[..., d : d + 1] * weight[..., d, :].unsqueeze(-3)
     return out
 
 

@@ -46,7 +46,7 @@ class InterpolationMatrix:
         geometry: the grid they are looked up in.
 
     Memory: about 2 x (12 bytes x 2**dim corners + 8 bytes) per point and level (the matrix and its transpose),
-    e.g. 0.9 GB for a 768x512 image with 24 levels.
+    e.g. 1.1 GB for a 768x512 image with 24 levels.
     """
 
     def __init__(self, x: Float[Tensor, "n dim"], geometry: GridGeometry) -> None:

@@ -36,6 +36,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from shacira_nerf.core.decoder import affine_per_level
 from shacira_nerf.core.entropy_model import FactorizedEntropyModel
 from shacira_nerf.core.hash_grid import corner_indices_and_weights
 from shacira_nerf.core.interpolation_matrix import InterpolationMatrix
@@ -130,6 +131,11 @@ class BatchedImageFields(nn.Module):
                     stacked[i * D : i * D + member.shape[0]] = member
         self.quantizer = make_quantizer(first.config)
 
+    @property
+    def shares_geometry(self) -> bool:
+        """Whether all members have one grid geometry (then they share every pixel's corner rows)."""
+        return all(g == self.geometries[0] for g in self.geometries)
+
     def sga_noise(self, generators: Sequence[torch.Generator]) -> Optional[Float[Tensor, "b rows d"]]:
         """This step's SGA uniforms, member i's drawn from ``generators[i]`` in its unpadded shape (as its solo fit
         draws them), then padded; None when the quantizer does not sample now (nothing is drawn then)."""
@@ -172,11 +178,8 @@ class BatchedImageFields(nn.Module):
     def rgb(self, interpolated: Float[Tensor, "b n levels d"]) -> Float[Tensor, "b n 3"]:
         """RGB of each member from its latents interpolated per level (``_Corners`` or ``_MatrixLookup``): the
         decode-then-MLP path of ``PixelCorners.features`` and ``ImageField``."""
-        # Per-level affine decoder as broadcast products over the <= few latent dims (a batched matmul with inner
-        # dimension 1-2 runs slowly on cuBLAS, see core/decoder.py); the result is contiguous [B, n, L, F].
-        h = self.decoder_bias.unsqueeze(1)
-        for d in range(interpolated.shape[-1]):
-            h = h + interpolated[..., d : d + 1] * self.decoder_weight[:, None, :, d, :]
+        # Broadcast products (not a matmul with inner dimension 1-2, see core/decoder.py): contiguous [B, n, L, F].
+        h = affine_per_level(interpolated, self.decoder_weight, self.decoder_bias, broadcast=True)
         h = h.reshape(h.shape[0], h.shape[1], -1)
         last = len(self.mlp_weights) - 1
         for k, (w, b) in enumerate(zip(self.mlp_weights, self.mlp_biases)):
@@ -213,8 +216,7 @@ class _Corners:
 
     def __init__(self, batch: BatchedImageFields, device: torch.device) -> None:
         x = pixel_centres(batch.height, batch.width, device)
-        shared = all(g == batch.geometries[0] for g in batch.geometries)
-        geometries = batch.geometries[:1] if shared else batch.geometries
+        geometries = batch.geometries[:1] if batch.shares_geometry else batch.geometries
         rows, weights = [], None
         for geometry in geometries:
             r, w = corner_indices_and_weights(x, geometry)
@@ -247,7 +249,7 @@ class _MatrixLookup:
     @staticmethod
     def applies(batch: BatchedImageFields, full_batch: bool) -> bool:
         """Whether this lookup serves the batch: every step sees every pixel and all members share the geometry."""
-        return full_batch and all(g == batch.geometries[0] for g in batch.geometries)
+        return full_batch and batch.shares_geometry
 
     def interpolate(self, q: Float[Tensor, "b rows d"], index: Optional[Tensor]) -> Float[Tensor, "b n levels d"]:
         """Every member's quantized latents interpolated at every pixel, per level (``index`` must be None)."""
