@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from shacira_nerf.core.rate import bits_from_likelihoods
+
 LIKELIHOOD_BOUND = 1e-9
 """Smallest likelihood the rate term sees: bounds the bits of one latent at about 30 (keeps log2 finite)."""
 
@@ -95,6 +97,20 @@ class FactorizedEntropyModel(nn.Module):
             p = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower))
             p = p.clamp_min(LIKELIHOOD_BOUND)
         return p.squeeze(1).t()
+
+    def bits(self, x: Float[Tensor, "n channels"], fused: bool = False) -> Float[Tensor, ""]:
+        """Differentiable total bits -sum log2 P(x) in float32 (appendix eq. 3), the rate term of the loss.
+
+        ``fused``: one Triton kernel for the likelihood, the log and every gradient (``triton_rate``; the same
+        numbers up to float rounding, tested against this reference) instead of the torch ops below.
+        """
+        if fused:
+            from shacira_nerf.core.triton_rate import fused_rate_bits
+
+            if x.shape[-1] != self.channels:
+                raise ValueError(f"expected {self.channels} latent channels, got shape {tuple(x.shape)}")
+            return fused_rate_bits(x, list(self.matrices), list(self.biases), list(self.factors), LIKELIHOOD_BOUND)
+        return bits_from_likelihoods(self.likelihood(x))
 
     @torch.no_grad()
     def pmf(self, channel: int, low: int, high: int) -> np.ndarray:

@@ -1,17 +1,21 @@
-"""ShaciraGrid: latents -> quantizer -> decoder -> multi-resolution hash lookup, with its rate.
+"""ShaciraGrid: latents -> quantizer -> lookup -> decoder, with its rate.
 
 This is the drop-in replacement for a hash-grid encoding. The trainable state is the continuous latent table, the
 per-level decoder and the entropy model; the forward pass quantizes the latents (soft/straight-through in training,
-hard in eval), decodes the whole table into features and interpolates them at the query points. ``rate_bits`` gives
-the differentiable bit count of the same quantized latents, so ``loss + lambda * bits`` trains them to be cheap.
+hard in eval), interpolates them at the query points through the grid's lookup backend (``lookup.py``, chosen once
+when the grid is built) and decodes them per level. ``rate_bits`` gives the differentiable bit count of the same
+quantized latents, so ``loss + lambda * bits`` trains them to be cheap.
 
-With a stochastic quantizer (SGA) every call draws a new sample, so a training step that needs the lookup and the rate
-of one sample quantizes once (``lookup_latents``) and passes the table to ``forward`` and ``rate_bits``.
+Quantize once per step: the quantized table is kept until the latents change (the optimizer's in-place update bumps
+their version), the annealing schedule moves, or a backward pass has gone through it, so the lookups of one training
+step (nerfacto calls the main field once and each proposal network once) and its rate all see one table, and with a
+stochastic quantizer (SGA) one sample. A caller may also take the table itself (``lookup_latents``) and pass it to
+``forward`` and ``rate_bits``.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 from jaxtyping import Float
@@ -19,20 +23,10 @@ from torch import Tensor, nn
 
 from shacira_nerf.core.decoder import LatentDecoder
 from shacira_nerf.core.entropy_model import FactorizedEntropyModel
-from shacira_nerf.core.hash_grid import GridGeometry, hash_grid_interpolate
+from shacira_nerf.core.hash_grid import GridGeometry
 from shacira_nerf.core.latents import Latents
+from shacira_nerf.core.lookup import GridLookup, resolve_lookup
 from shacira_nerf.core.quantizer import AnnealedQuantizer
-from shacira_nerf.core.rate import bits_from_likelihoods
-
-Implementation = Literal["tcnn", "torch"]
-
-try:  # tiny-cuda-nn is optional: a fast CUDA path for the lookup; the torch path always works.
-    import tinycudann as _tcnn  # type: ignore
-
-    TCNN_AVAILABLE = True
-except Exception:  # ImportError, or a broken CUDA install that fails at import
-    _tcnn = None
-    TCNN_AVAILABLE = False
 
 
 class ShaciraGrid(nn.Module):
@@ -44,8 +38,9 @@ class ShaciraGrid(nn.Module):
         feature_dim: decoded features per row and level (3D: 4, images: 1).
         quantizer: the rounding schedule; a default ``AnnealedQuantizer`` if omitted.
         entropy_filters: hidden widths of each per-dimension CDF MLP.
-        implementation: "tcnn" uses tiny-cuda-nn for the lookup when it is installed and the input is on a CUDA
-            device (falling back to torch otherwise, like nerfstudio's encodings); "torch" always uses pure torch.
+        implementation: the lookup backend (``lookup.LOOKUP_CHOICES``): "auto" (the fastest tested one for
+            ``device``), "torch", "triton" or "tcnn"; resolved here, once, and a one-line error if it cannot run.
+        device: where the grid will run (the backend is chosen for it); the module itself is built on the CPU.
     """
 
     def __init__(
@@ -55,19 +50,22 @@ class ShaciraGrid(nn.Module):
         feature_dim: int = 4,
         quantizer: Optional[AnnealedQuantizer] = None,
         entropy_filters: Tuple[int, ...] = (3, 3, 3),
-        implementation: Implementation = "tcnn",
+        implementation: str = "auto",
+        device: Union[str, torch.device] = "cpu",
     ) -> None:
         super().__init__()
-        if implementation not in ("tcnn", "torch"):
-            raise ValueError(f"implementation must be 'tcnn' or 'torch', got {implementation!r}")
         self.geometry = geometry
-        self.implementation = implementation
+        self.lookup: GridLookup = resolve_lookup(implementation, geometry, device)
         self.latents = Latents(geometry.level_sizes, latent_dim)
         self.quantizer = quantizer if quantizer is not None else AnnealedQuantizer()
         self.decoder = LatentDecoder(geometry.num_levels, latent_dim, feature_dim)
         self.entropy_model = FactorizedEntropyModel(latent_dim, entropy_filters)
-        self._eval_cache: Optional[Tuple[tuple, Tensor]] = None
-        self._tcnn_encoding = None
+        self._table_cache: Optional[Tuple[tuple, Tensor]] = None
+
+    @property
+    def implementation(self) -> str:
+        """The name of the lookup backend in use ("torch", "triton", "tcnn")."""
+        return self.lookup.name
 
     @property
     def latent_dim(self) -> int:
@@ -95,30 +93,40 @@ class ShaciraGrid(nn.Module):
         """The rounded latents as int32 (what the file stores)."""
         return torch.round(self.latents.values).to(torch.int32)
 
-    def _eval_latents(self) -> Tensor:
-        """Rounded latents for eval-mode lookups, cached until the latents change (renders reuse them)."""
+    def _cache_key(self) -> tuple:
         values = self.latents.values
-        key = (values._version, values.data_ptr(), values.device)
-        if self._eval_cache is None or self._eval_cache[0] != key:
-            with torch.no_grad():
-                self._eval_cache = (key, self.quantizer(values))
-        return self._eval_cache[1]
+        return (
+            values._version, values.data_ptr(), values.device, self.training, torch.is_grad_enabled(),
+            self.quantizer.progress_value,
+        )  # fmt: skip
+
+    def _forget_table(self, grad: Tensor) -> Tensor:
+        """Backward hook on the cached table: a table a backward pass has gone through is not reused."""
+        self._table_cache = None
+        return grad
 
     def lookup_latents(
         self, noise: Optional[Tensor] = None, generator: Optional[torch.Generator] = None
     ) -> Float[Tensor, "rows latent_dim"]:
-        """The quantized latent table used by the forward pass (cached in eval mode).
+        """This step's quantized latent table (see the module docstring): quantized on the first call after the
+        latents or the schedule changed, the same tensor after that.
 
-        A training step may call this once and pass the result to ``forward`` and ``rate_bits``, so that both see
-        the same sample of a stochastic quantizer (``noise``/``generator`` are its randomness).
+        ``noise``/``generator``: the randomness of a stochastic quantizer; passing either quantizes anew (a caller
+        that owns the randomness owns the sample).
         """
-        if self.training:
-            self._eval_cache = None
+        if noise is not None or generator is not None:
+            self._table_cache = None
             return self.quantized_latents(noise, generator)
-        return self._eval_latents()
+        key = self._cache_key()
+        if self._table_cache is None or self._table_cache[0] != key:
+            table = self.quantized_latents()
+            if table.requires_grad:
+                table.register_hook(self._forget_table)
+            self._table_cache = (key, table)
+        return self._table_cache[1]
 
     def _table(self, quantized: Optional[Tensor]) -> Tensor:
-        """``quantized`` if given (checked), else the lookup table quantized now."""
+        """``quantized`` if given (checked), else this step's table."""
         if quantized is None:
             return self.lookup_latents()
         if quantized.shape != self.latents.values.shape:
@@ -137,57 +145,24 @@ class ShaciraGrid(nn.Module):
         return quantized
 
     def decoded_table(self, quantized: Optional[Tensor] = None) -> Float[Tensor, "rows feature_dim"]:
-        """The whole decoded feature table (what tiny-cuda-nn's kernel and the per-level visualisations read).
+        """The whole decoded feature table (what the per-level visualisations read).
 
-        ``quantized``: the table from ``lookup_latents`` to decode (default: quantize now).
+        ``quantized``: a table from ``lookup_latents`` to decode (default: this step's).
         """
         return self.decoder(self._table(quantized), self.latents.offsets)
 
     def forward(self, x: Float[Tensor, "n dim"], quantized: Optional[Tensor] = None) -> Float[Tensor, "n out"]:
-        """Features at points ``x`` in [0, 1]^dim; ``quantized``: this step's table from ``lookup_latents``
-        (default: quantize now)."""
-        if self.implementation == "tcnn" and TCNN_AVAILABLE and x.is_cuda:
-            return self._tcnn_lookup(self.decoded_table(quantized), x)
+        """Features at points ``x`` in [0, 1]^dim; ``quantized``: a table from ``lookup_latents`` (default: this
+        step's)."""
         # Interpolate the latents, then decode (the decoder is affine per level, so this equals decoding first).
-        return self.decoder.per_level(hash_grid_interpolate(self._table(quantized), x, self.geometry))
-
-    def _tcnn_lookup(self, table: Tensor, x: Tensor) -> Tensor:
-        """tiny-cuda-nn's HashGrid kernel with the decoded table passed in as its parameter tensor.
-
-        tiny-cuda-nn's torch binding takes the parameters as an input of its autograd function, so gradients flow
-        back into the decoded table (and from there into the decoder and latents). Its level layout matches
-        ``GridGeometry`` (same scales, resolutions and per-level sizes).
-        """
-        if self._tcnn_encoding is None:
-            g = self.geometry
-            self._tcnn_encoding = _tcnn.Encoding(
-                n_input_dims=g.dim,
-                encoding_config={
-                    "otype": "HashGrid",
-                    "n_levels": g.num_levels,
-                    "n_features_per_level": self.feature_dim,
-                    "log2_hashmap_size": g.log2_hashmap_size,
-                    "base_resolution": g.min_res,
-                    "per_level_scale": g.growth,
-                    "interpolation": "Linear",
-                },
-            ).to(x.device)
-            if self._tcnn_encoding.params.numel() != table.numel():
-                raise RuntimeError(
-                    f"tiny-cuda-nn grid has {self._tcnn_encoding.params.numel()} parameters, ours {table.numel()}"
-                )
-        enc = self._tcnn_encoding
-        params = table.reshape(-1).to(enc.params.dtype)
-        out = _tcnn.modules._module_function.apply(enc.native_tcnn_module, x.contiguous(), params, enc.loss_scale)
-        return out.float().reshape(x.shape[0], -1)
+        return self.decoder.per_level(self.lookup(self._table(quantized), x))
 
     def rate_bits(self, quantized: Optional[Tensor] = None) -> Tensor:
         """Differentiable estimated bits of the quantized latents under the entropy model (float32 scalar).
 
-        ``quantized``: this step's table from ``lookup_latents`` (default: quantize now; with SGA a new sample).
+        ``quantized``: a table from ``lookup_latents`` (default: this step's, the one the lookups used).
         """
-        q = self.quantized_latents() if quantized is None else self._table(quantized)
-        return bits_from_likelihoods(self.entropy_model.likelihood(q))
+        return self.entropy_model.bits(self._table(quantized), fused=self.lookup.fused_rate)
 
     def network_parameters(self) -> int:
         """Float parameters stored with the grid in the file (decoder only; latents are coded, the entropy
@@ -199,7 +174,6 @@ class ShaciraGrid(nn.Module):
         self.quantizer.set_progress(step, max_steps)
 
     def _apply(self, fn, *args, **kwargs):  # noqa: ANN001 - torch's signature
-        # Moving the module (e.g. .to(device)) drops tiny-cuda-nn state and the eval cache.
-        self._eval_cache = None
-        self._tcnn_encoding = None
+        # Moving the module (e.g. .to(device)) drops the cached table.
+        self._table_cache = None
         return super()._apply(fn, *args, **kwargs)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from shacira_nerf.core.grid import ShaciraGrid
 from shacira_nerf.core.hash_grid import GridGeometry
+from shacira_nerf.core.lookup import LOOKUP_CHOICES
 from shacira_nerf.core.quantizer import QUANTIZER_MODES, AnnealedQuantizer, QuantizerMode
 from shacira_nerf.errors import UserError
 
@@ -100,8 +101,9 @@ class ImageFieldConfig:
     """How the file stores the decoder and MLP weights. float16 halves their bytes (about 1 kB of a 15 kB Kodak file
     at 0.3 bpp); the fitted weights are rounded to it before writing, so the file decodes to exactly the field that
     was measured."""
-    implementation: Literal["tcnn", "torch"] = "tcnn"
-    """Hash lookup: tiny-cuda-nn on CUDA when installed, else pure torch (the same numbers up to float rounding)."""
+    implementation: str = "auto"
+    """Hash lookup backend (``core.lookup``): "auto" (Triton on CUDA, torch elsewhere), "torch", "triton" or "tcnn";
+    whole-image steps use the fixed-point sparse matrix instead."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -125,7 +127,7 @@ class ImageFieldConfig:
             (0.0 <= self.lr_decay_start <= 1.0, "lr_decay_start", "must be in [0, 1]"),
             (self.lr_final_factor >= 0, "lr_final_factor", "must be >= 0"),
             (self.rate_lambda_start_factor >= 0, "rate_lambda_start_factor", "must be >= 0"),
-            (self.implementation in ("tcnn", "torch"), "implementation", "must be 'tcnn' or 'torch'"),
+            (self.implementation in LOOKUP_CHOICES, "implementation", f"must be one of {LOOKUP_CHOICES}"),
             (self.network_precision in NETWORK_DTYPES, "network_precision", f"must be one of {tuple(NETWORK_DTYPES)}"),
         ]
         for ok, name, rule in checks:
@@ -223,9 +225,12 @@ class ImageField(nn.Module):
         config: the settings; ``max_res`` 0 is resolved to max(height, width).
         height: pixel rows of the image the field represents (its native rendering size).
         width: pixel columns.
+        device: where the field will run (its grid's lookup backend is chosen for it).
     """
 
-    def __init__(self, config: ImageFieldConfig, height: int, width: int) -> None:
+    def __init__(
+        self, config: ImageFieldConfig, height: int, width: int, device: Union[str, torch.device] = "cpu"
+    ) -> None:
         super().__init__()
         if height < 1 or width < 1:
             raise ImageConfigError(f"image must have at least one pixel, got {height}x{width}")
@@ -236,7 +241,7 @@ class ImageField(nn.Module):
         quantizer = make_quantizer(cfg)
         self.grid = ShaciraGrid(
             cfg.geometry(), cfg.latent_dim, cfg.feature_dim, quantizer=quantizer,
-            entropy_filters=tuple(cfg.entropy_filters), implementation=cfg.implementation,
+            entropy_filters=tuple(cfg.entropy_filters), implementation=cfg.implementation, device=device,
         )  # fmt: skip
         self.mlp = build_mlp(self.grid.get_out_dim(), cfg.hidden_dim, cfg.num_hidden_layers)
 

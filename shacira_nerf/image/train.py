@@ -25,7 +25,6 @@ from jaxtyping import Float, Int
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor
 
-from shacira_nerf.core.grid import TCNN_AVAILABLE
 from shacira_nerf.core.hash_grid import corner_indices_and_weights
 from shacira_nerf.core.interpolation_matrix import InterpolationMatrix
 from shacira_nerf.image.field import ImageField, ImageFieldConfig, pixel_centres, schedule_factors
@@ -176,13 +175,15 @@ def fit_image(
     target = image_to_tensor(image, device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        field = ImageField(config, h, w)
+        field = ImageField(config, h, w, device=device)
     field = field.to(device)
     field.train()
     optimizer = make_optimizer(field)
-    use_tcnn = field.config.implementation == "tcnn" and TCNN_AVAILABLE and device.type == "cuda"
     full_batch = h * w <= field.config.batch_pixels
-    corners = PixelCorners(field, device, whole_image=full_batch) if not use_tcnn and PixelCorners.fits(field) else None
+    fixed_corners = field.grid.implementation == "torch" or full_batch  # tcnn/triton gather faster than cached rows
+    corners = (
+        PixelCorners(field, device, whole_image=full_batch) if fixed_corners and PixelCorners.fits(field) else None
+    )
     coords = None if corners is not None else pixel_centres(h, w, device)
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)

@@ -3,13 +3,14 @@
 The fields keep nerfacto's structure and forward code (``get_density``, ``get_outputs``); only the encoding
 changes. The parent constructors are called with a one-level, 16-row stock grid (a few hundred bytes, built and
 dropped at once) and always with ``implementation="torch"`` for the MLPs: plain ``nn.Linear`` weights are what the
-scene file stores and what decodes on any device. ``implementation`` ("tcnn"/"torch") selects only the grid lookup.
+scene file stores and what decodes on any device. ``implementation`` (``core.lookup``) selects only the grid lookup.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Tuple
+from typing import Optional, Tuple, Union
 
+import torch
 from nerfstudio.field_components.mlp import MLP
 from nerfstudio.field_components.spatial_distortions import SpatialDistortion
 from nerfstudio.fields.density_fields import HashMLPDensityField
@@ -32,14 +33,15 @@ def make_grid(
     latent_dim: int,
     feature_dim: int,
     quantizer: AnnealedQuantizer,
-    implementation: Literal["tcnn", "torch"],
+    implementation: str,
     entropy_filters: Tuple[int, ...] = (3, 3, 3),
+    device: Union[str, torch.device] = "cpu",
 ) -> ShaciraGrid:
-    """A 3D SHACIRA grid with nerfacto's level parameters."""
+    """A 3D SHACIRA grid with nerfacto's level parameters, its lookup backend chosen for ``device``."""
     geometry = GridGeometry(3, num_levels, base_res, max_res, log2_hashmap_size)
     return ShaciraGrid(
         geometry, latent_dim, feature_dim, quantizer=quantizer, entropy_filters=entropy_filters,
-        implementation=implementation,
+        implementation=implementation, device=device,
     )  # fmt: skip
 
 

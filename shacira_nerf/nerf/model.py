@@ -26,6 +26,7 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from shacira_nerf.core.grid import ShaciraGrid
+from shacira_nerf.core.lookup import LOOKUP_CHOICES, LookupBackendError
 from shacira_nerf.core.quantizer import AnnealedQuantizer
 from shacira_nerf.errors import UserError
 from shacira_nerf.nerf.fields import ShaciraDensityField, ShaciraNerfactoField, make_grid
@@ -59,8 +60,9 @@ class ShaciraModelConfig(NerfactoModelConfig):
     """Hidden widths of each per-dimension CDF MLP of the entropy model."""
     size_update_every: int = 100
     """Steps between updates of the size estimate in the logs and the viewer panel."""
-    implementation: str = "tcnn"  # type: ignore[assignment]  # a str, so that a bad value gets our one-line error
-    """Grid lookup: "tcnn" (tiny-cuda-nn when installed and on CUDA, else torch) or "torch". MLPs are always torch."""
+    implementation: str = "auto"  # type: ignore[assignment]  # a str, so that a bad value gets our one-line error
+    """Grid lookup backend: "auto" (Triton kernels on CUDA, pure torch elsewhere: the fastest tested one), "torch",
+    "triton" or "tcnn" (tiny-cuda-nn, only by name). MLPs are always torch."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -77,9 +79,9 @@ class ShaciraModelConfig(NerfactoModelConfig):
             ),
             (self.size_update_every >= 1, "size_update_every", "must be >= 1", self.size_update_every),
             (
-                self.implementation in ("tcnn", "torch"),
+                self.implementation in LOOKUP_CHOICES,
                 "implementation",
-                "must be 'tcnn' or 'torch'",
+                f"must be one of {', '.join(LOOKUP_CHOICES)}",
                 self.implementation,
             ),
             (self.num_levels >= 1, "num_levels", "must be >= 1", self.num_levels),
@@ -102,11 +104,17 @@ class ShaciraModel(NerfactoModel):
         # One quantizer schedule shared by all grids: they anneal together.
         self.quantizer = AnnealedQuantizer(cfg.soft_round_alpha_start, cfg.soft_round_alpha_end, cfg.anneal_fraction)
 
+        # The lookup backend is resolved once, here, for the device the pipeline trains on (nerfstudio passes it).
+        device = self.kwargs.get("device") or "cpu"
+
         def grid(num_levels: int, base_res: int, max_res: int, log2_hashmap_size: int) -> ShaciraGrid:
-            return make_grid(
-                num_levels, base_res, max_res, log2_hashmap_size, cfg.latent_dim, cfg.feature_dim,
-                self.quantizer, cfg.implementation, tuple(cfg.entropy_filters),
-            )  # fmt: skip
+            try:
+                return make_grid(
+                    num_levels, base_res, max_res, log2_hashmap_size, cfg.latent_dim, cfg.feature_dim,
+                    self.quantizer, cfg.implementation, tuple(cfg.entropy_filters), device,
+                )  # fmt: skip
+            except LookupBackendError as exc:
+                raise ShaciraConfigError(f"pipeline.model.implementation {cfg.implementation!r}: {exc}") from None
 
         self.field = ShaciraNerfactoField(
             self.scene_box.aabb,

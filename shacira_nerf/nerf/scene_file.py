@@ -91,6 +91,9 @@ def config_from_json(values: Dict[str, Any]) -> ShaciraModelConfig:
     for name, value in values.items():
         default = getattr(ShaciraModelConfig(), name)
         kwargs[name] = tuple(value) if isinstance(default, tuple) and isinstance(value, list) else value
+    # The lookup backend is how training ran, not part of the scene: decode with the fastest tested one here
+    # (a file trained with "tcnn" or "triton" on a GPU renders on a CPU).
+    kwargs["implementation"] = "auto"
     config = ShaciraModelConfig(**kwargs)
     config.camera_optimizer.mode = "off"
     return config
@@ -177,7 +180,7 @@ def decode_scene(data: bytes, device: Union[str, torch.device] = "cpu") -> Loade
     try:
         config = config_from_json(header["model_config"])
         aabb = torch.tensor(header["scene_box"], dtype=torch.float32)
-        model = config.setup(scene_box=SceneBox(aabb=aabb), num_train_data=1, metadata={})
+        model = config.setup(scene_box=SceneBox(aabb=aabb), num_train_data=1, metadata={}, device=device)
         for name, grid in model.grids.items():
             grid_header = header["grids"][name]
             if grid_header["geometry"] != grid.geometry.to_dict():
