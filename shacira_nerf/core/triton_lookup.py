@@ -45,7 +45,7 @@ def _corner_row_and_weight(
         pos = xd * scale + 0.5
         base_f = tl.floor(pos)
         frac = pos - base_f
-        bit = (corner >> (DIM - 1 - d)) & 1  # constexpr: corner, DIM and d are
+        bit: tl.constexpr = (corner >> (DIM - 1 - d)) & 1  # annotated: a plain assignment makes a tensor
         coord = base_f.to(tl.int64) + bit
         if bit == 1:
             weight = weight * frac

@@ -98,7 +98,7 @@ def _rate_kernel(
         g_hi = tl.where(first, dz_hi[:, None], 0.0)
         o = tl.arange(0, WP)
         for k in tl.static_range(NL):
-            j = NL - 1 - k  # constexpr (static_range)
+            j: tl.constexpr = NL - 1 - k  # annotated: a plain assignment would make it a tensor
             wj, bj, tj = w_c + j * WP * WP, b_c + j * WP, t_c + j * WP
             w = tl.load(wj + o[:, None] * WP + o[None, :])
             t = tl.load(tj + o)
