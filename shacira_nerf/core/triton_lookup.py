@@ -45,9 +45,9 @@ def _corner_row_and_weight(
         pos = xd * scale + 0.5
         base_f = tl.floor(pos)
         frac = pos - base_f
-        bit: tl.constexpr = (corner >> (DIM - 1 - d)) & 1  # annotated: a plain assignment makes a tensor
-        coord = base_f.to(tl.int64) + bit
-        if bit == 1:
+        # The corner's bit along axis d, written out: a constexpr cannot be assigned in an unrolled loop.
+        coord = base_f.to(tl.int64) + ((corner >> (DIM - 1 - d)) & 1)
+        if ((corner >> (DIM - 1 - d)) & 1) == 1:
             weight = weight * frac
         else:
             weight = weight * (1.0 - frac)

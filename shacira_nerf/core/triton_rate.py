@@ -97,8 +97,7 @@ def _rate_kernel(
         g_lo = tl.where(first, dz_lo[:, None], 0.0)  # gradient entering the output of the last layer
         g_hi = tl.where(first, dz_hi[:, None], 0.0)
         o = tl.arange(0, WP)
-        for k in tl.static_range(NL):
-            j: tl.constexpr = NL - 1 - k  # annotated: a plain assignment would make it a tensor
+        for j in tl.static_range(NL - 1, -1, -1):  # layers from the last to the first
             wj, bj, tj = w_c + j * WP * WP, b_c + j * WP, t_c + j * WP
             w = tl.load(wj + o[:, None] * WP + o[None, :])
             t = tl.load(tj + o)
