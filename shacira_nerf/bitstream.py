@@ -8,7 +8,8 @@ entropy model: a file written on a GPU decodes to the same latents on a CPU. Use
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+import math
+from typing import Dict, List, Tuple, Union
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from shacira_nerf.codec import (
     unpack_table,
 )
 from shacira_nerf.core.grid import ShaciraGrid
+from shacira_nerf.file_layer import MAX_LATENT_VALUE, MAX_LATENTS, GridEntry, read_grid_entry, require_section
 
 TABLE_PRECISION = 16
 """Bits of precision of the stored integer probability tables (a symbol costs at most 16 bits)."""
@@ -70,25 +72,70 @@ def encode_grid(grid: ShaciraGrid, prefix: str, whole_table: bool = False) -> Tu
     return header, sections
 
 
-def decode_grid(header: dict, sections: Dict[str, bytes], prefix: str, level_sizes: List[int]) -> np.ndarray:
-    """Integer latents ``[rows, latent_dim]`` (int32) of one grid from its sections."""
-    latent_dim = int(header["latent_dim"])
-    tables = [unpack_table(_section(sections, f"{prefix}/table/{d}")) for d in range(latent_dim)]
-    layout = header.get("latent_streams", "per_level")
-    if layout == "whole_table":
-        section = _section(sections, f"{prefix}/latents/{WHOLE_TABLE_SECTION}")
+def read_tables(entry: GridEntry, sections: Dict[str, bytes], prefix: str) -> List[IntegerTable]:
+    """A grid's stored integer tables, one per latent dimension, each within the range latents may take."""
+    tables = [unpack_table(require_section(sections, f"{prefix}/table/{d}")) for d in range(entry.latent_dim)]
+    for d, t in enumerate(tables):
+        lo, hi = t.support
+        if lo < -MAX_LATENT_VALUE or hi - 1 > MAX_LATENT_VALUE:
+            raise ContainerError(f"table {prefix}/table/{d} covers [{lo}, {hi - 1}], outside the latents' range "
+                                 f"+-{MAX_LATENT_VALUE} (exact in float32)")  # fmt: skip
+    return tables
+
+
+def _min_bits_per_row(tables: List[IntegerTable]) -> float:
+    """The fewest bits any row can cost under the tables: the cheapest symbol of each dimension."""
+    return sum(t.precision - math.log2(int(t.freqs.max())) for t in tables)
+
+
+def check_grid_budget(
+    entry: Union[GridEntry, dict], sections: Dict[str, bytes], prefix: str, level_sizes: List[int]
+) -> List[IntegerTable]:
+    """Refuse a grid whose claimed latents its sections could not hold; returns its tables. From the header and
+    the stored tables alone, before anything is decoded or allocated.
+
+    The header's count must be its geometry's (rows x latent dimension) and within ``MAX_LATENTS``; each latents
+    section must be long enough for its rows at the cheapest symbol of each table (plus the coder's final words).
+    ``entry``: checked (``file_layer.read_grid_entry``) or as ``encode_grid`` wrote it.
+    """
+    entry = entry if isinstance(entry, GridEntry) else read_grid_entry(prefix, entry)
+    rows = sum(level_sizes)
+    if rows * entry.latent_dim != entry.num_latents:
+        raise ContainerError(f"grid {prefix!r} claims {entry.num_latents:,} latents, but its geometry has {rows:,} "
+                             f"rows x {entry.latent_dim}")  # fmt: skip
+    if entry.num_latents > MAX_LATENTS:
+        raise ContainerError(
+            f"grid {prefix!r} has {entry.num_latents:,} latents, more than the {MAX_LATENTS:,} allowed"
+        )
+    tables = read_tables(entry, sections, prefix)
+    per_row = _min_bits_per_row(tables)
+    blocks = [(WHOLE_TABLE_SECTION, rows)] if entry.latent_streams == "whole_table" else list(enumerate(level_sizes))
+    for name, block_rows in blocks:
+        section = f"{prefix}/latents/{name}"
+        capacity = 8 * len(require_section(sections, section)) + CODER_SLACK_BITS
+        needed = block_rows * per_row
+        if needed > capacity:
+            raise ContainerError(f"section {section!r} is {len(sections[section]):,} bytes, too short for its "
+                                 f"{block_rows:,} rows (at least {needed / 8:,.0f} bytes under its tables)")  # fmt: skip
+    return tables
+
+
+CODER_SLACK_BITS = 64
+"""Bits a range-coded stream may fall short of its information content (the coder's state flush), per section."""
+
+
+def decode_grid(
+    entry: Union[GridEntry, dict], sections: Dict[str, bytes], prefix: str, level_sizes: List[int]
+) -> np.ndarray:
+    """Integer latents ``[rows, latent_dim]`` (int32) of one grid from its sections (budget-checked first)."""
+    entry = entry if isinstance(entry, GridEntry) else read_grid_entry(prefix, entry)
+    tables = check_grid_budget(entry, sections, prefix, level_sizes)
+    if entry.latent_streams == "whole_table":
+        section = sections[f"{prefix}/latents/{WHOLE_TABLE_SECTION}"]
         columns = decode_symbols(section, [(sum(level_sizes), t) for t in tables])
         return np.stack(columns, axis=1).astype(np.int32)
-    if layout != "per_level":
-        raise ContainerError(f"unknown latent stream layout {layout!r} (written by a newer shacira-nerf?)")
     blocks = []
     for level, rows in enumerate(level_sizes):
-        columns = decode_symbols(_section(sections, f"{prefix}/latents/{level}"), [(rows, t) for t in tables])
-        blocks.append(np.stack(columns, axis=1))
-    return np.concatenate(blocks, axis=0).astype(np.int32)
-
-
-def _section(sections: Dict[str, bytes], name: str) -> bytes:
-    if name not in sections:
-        raise ContainerError(f"file is missing section '{name}'")
-    return sections[name]
+        columns = decode_symbols(sections[f"{prefix}/latents/{level}"], [(rows, t) for t in tables])
+        blocks.append(np.stack(columns, axis=1).astype(np.int32))
+    return np.concatenate(blocks, axis=0)

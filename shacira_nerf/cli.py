@@ -1,12 +1,15 @@
-"""The ``shacira`` command: export, info, view and render scene files; compress/decompress images.
+"""The ``shacira`` command: export, info, view and render scene files; ``shacira image ...`` for images.
 
 Parsing only: the work lives in ``nerf/commands.py`` (nerfstudio) and ``image/cli.py``; nerfstudio and torch are
-imported by the subcommands that need them, so ``shacira info`` answers quickly. Every user-facing failure (bad
-paths, foreign or corrupted files, wrong settings) ends as one ``error: ...`` line and exit status 1.
+imported by the subcommands that need them, so ``shacira info`` answers quickly (its parser leaves ``image`` out;
+every other parse, ``shacira --help`` included, has every verb). Every user-facing failure (bad paths, foreign,
+corrupted or hostile files, wrong settings) ends as one line, ``error: <what>: <why>`` naming the file, and exit
+status 1.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass
@@ -48,23 +51,28 @@ class Info:
     """Print JSON instead of text."""
 
     def main(self) -> None:
-        from shacira_nerf.codec import read_file_bytes
+        from shacira_nerf.codec import naming, read_file_bytes
         from shacira_nerf.report import file_report, format_report
 
-        report = file_report(read_file_bytes(self.path))
+        with naming(self.path):
+            report = file_report(read_file_bytes(self.path))
         print(json.dumps(report, indent=2) if self.json else format_report(str(self.path), report))
 
 
 @dataclass
 class Render:
-    """Render images or a video from a scene file alone (no dataset, no checkpoint)."""
+    """Render images or a video from a scene file alone (no dataset, no checkpoint).
+
+    By default it renders the training cameras stored in the file, one PNG each (renders/00000.png, 00001.png, ...,
+    in the order of the training images); --camera-path renders a nerfstudio camera path instead.
+    """
 
     scene: tyro.conf.Positional[Path]
     """The .shac scene file."""
     output_path: Path = Path("renders")
-    """A folder for PNG frames, or a .mp4 file."""
+    """A folder for PNG frames (00000.png, ...), or a .mp4 file."""
     camera_path: Optional[Path] = None
-    """A nerfstudio camera-path JSON (as ns-render camera-path takes); default: the file's stored cameras."""
+    """A nerfstudio camera-path JSON (as ns-render camera-path takes); default: the file's stored training cameras."""
     downscale: float = 1.0
     """Divide the output resolution by this."""
     max_frames: Optional[int] = None
@@ -109,39 +117,40 @@ def _device(name: str) -> str:
     return name
 
 
-def _image_commands():
-    from shacira_nerf.image.cli import Compress, Decompress, Grid
-
-    return Union[
-        Annotated[Compress, tyro.conf.subcommand("compress")],
-        Annotated[Decompress, tyro.conf.subcommand("decompress")],
-        Annotated[Grid, tyro.conf.subcommand("grid")],
-    ]
+def _run_image_command(self) -> None:
+    self.command.main()
 
 
-def _commands():
-    return Union[
-        Annotated[Export, tyro.conf.subcommand("export")],
-        Annotated[Info, tyro.conf.subcommand("info")],
-        Annotated[Render, tyro.conf.subcommand("render")],
-        Annotated[View, tyro.conf.subcommand("view")],
-    ]
+def _image() -> type:
+    """``shacira image``: a dataclass whose one field is the nested compress | decompress | grid subcommand."""
+    from shacira_nerf.image.cli import COMMANDS
+
+    choices = Union[tuple(Annotated[cls, tyro.conf.subcommand(name)] for name, cls in COMMANDS.items())]  # type: ignore
+    doc = ("Compress an image into a .shac file, decompress one to PNG (--scale 2: super-resolution), or draw its "
+           "per-level feature maps: the appendix's image experiments.")  # fmt: skip
+    fields = [("command", Annotated[choices, tyro.conf.arg(name="")])]
+    return dataclasses.make_dataclass("Image", fields, namespace={"__doc__": doc, "main": _run_image_command})
+
+
+SCENE_VERBS = {"export": Export, "info": Info, "render": Render, "view": View}
+
+
+def _commands(with_image: bool = True):
+    verbs = [Annotated[cls, tyro.conf.subcommand(name)] for name, cls in SCENE_VERBS.items()]
+    if with_image:
+        verbs.append(Annotated[_image(), tyro.conf.subcommand("image")])
+    return Union[tuple(verbs)]  # type: ignore
 
 
 def main(argv: Optional[list] = None) -> int:
     """Run the command line; returns the exit status."""
-    from shacira_nerf.codec import ContainerError
-
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        if args[:1] == ["image"]:
-            command = tyro.cli(_image_commands(), args=args[1:], prog="shacira image")
-        else:
-            command = tyro.cli(_commands(), args=args, prog="shacira",
-                               description="shacira: SHACIRA-compressed radiance fields (and images). "
-                               "Image mode: `shacira image compress|decompress|grid --help`.")  # fmt: skip
-        command.main()
-    except (UserError, ContainerError) as exc:
+        # A scene verb does not need the image commands (whose import costs torch): `shacira info` stays torch-free.
+        commands = _commands(with_image=not (args[:1] and args[0] in SCENE_VERBS))
+        description = "shacira: SHACIRA-compressed radiance fields (scene files) and images (`shacira image`)."
+        tyro.cli(commands, args=args, prog="shacira", description=description).main()
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `shacira info x | head`

@@ -1,14 +1,16 @@
 """What ``shacira info`` reports about a file: byte counts by kind, bits per latent, ratios; torch-free.
 
 Every number is computed from the file's bytes (the container layout) except the "estimate" block, which is the
-training-time estimate the writer stored in the header, shown beside the truth for comparison.
+training-time estimate the writer stored in the header, shown beside the truth for comparison. The header's values
+are checked where they are read (``file_layer.py``), and every string from the file is escaped before it is printed.
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict
 
-from shacira_nerf.codec import ContainerError, container_layout
+from shacira_nerf.codec import container_layout, escape
+from shacira_nerf.file_layer import IMAGE_KIND, image_size, parse_envelope
 from shacira_nerf.units import BYTES_PER_MB
 
 
@@ -25,18 +27,18 @@ def _kind_of(section: str) -> str:
 def file_report(data: bytes) -> Dict[str, Any]:
     """Verify every checksum and describe the file (raises ContainerError if anything is wrong)."""
     layout = container_layout(data)
-    header = layout["header"]
+    env = parse_envelope(layout["header"], {})
     by_kind: Dict[str, int] = {"header": layout["header_bytes"]}
     for s in layout["sections"]:
         kind = _kind_of(s["name"])
         by_kind[kind] = by_kind.get(kind, 0) + s["framed_bytes"]
     total = layout["total_bytes"]
     latent_payload = sum(s["payload_bytes"] for s in layout["sections"] if "/latents/" in s["name"])
-    num_latents = sum(int(g.get("num_latents", 0)) for g in header.get("grids", {}).values())
+    num_latents = env.num_latents
     report: Dict[str, Any] = {
         "format_version": layout["format_version"],
-        "kind": header.get("kind"),
-        "producer": header.get("producer"),
+        "kind": env.kind,
+        "producer": env.producer,
         "total_bytes": total,
         "total_MB": total / BYTES_PER_MB,
         "bytes_by_kind": by_kind,
@@ -48,33 +50,31 @@ def file_report(data: bytes) -> Dict[str, Any]:
         "num_latents": num_latents,
         "latent_bytes": latent_payload,
         "bits_per_latent": 8 * latent_payload / num_latents if num_latents else None,
-        "shannon_bits": sum(float(g.get("shannon_bits", 0.0)) for g in header.get("grids", {}).values()),
+        "shannon_bits": sum(g.shannon_bits for g in env.grids.values()),
     }
     if num_latents:
         # The same tables stored plainly: rows x latent_dim numbers at float32 / float16.
         report["ratio_to_float32_grid"] = num_latents * 4 / total
         report["ratio_to_float16_grid"] = num_latents * 2 / total
-    if header.get("kind") == "image":
-        try:
-            h, w = int(header["image"]["height"]), int(header["image"]["width"])
-        except (KeyError, TypeError, ValueError):
-            raise ContainerError("malformed image header: missing or invalid 'image' size") from None
+    if env.kind == IMAGE_KIND:
+        h, w = image_size(env.header)
         report["image_size"] = [h, w]
         report["bpp"] = 8 * total / (h * w)
-    if "estimate" in header:
-        report["estimate"] = header["estimate"]
+    if "estimate" in env.header:
+        report["estimate"] = env.estimate
     return report
 
 
 def format_report(path: str, report: Dict[str, Any]) -> str:
-    """Human-readable lines for ``shacira info``."""
+    """Human-readable lines for ``shacira info`` (strings from the file escaped)."""
     lines = [
-        f"{path}: shacira {report['kind']} file, format version {report['format_version']} ({report['producer']})",
+        f"{escape(path)}: shacira {escape(report['kind'])} file, format version {report['format_version']} "
+        f"({escape(report['producer'])})",
         f"  size:            {report['total_bytes']:,} bytes = {report['total_MB']:.6f} MB (the file's length)",
         f"  checksums:       {report['checksums']} ({len(report['sections'])} sections)",
     ]
     for kind, size in sorted(report["bytes_by_kind"].items(), key=lambda kv: -kv[1]):
-        lines.append(f"    {kind:<16} {size:>12,} bytes  ({100 * size / report['total_bytes']:5.1f}%)")
+        lines.append(f"    {escape(kind):<16} {size:>12,} bytes  ({100 * size / report['total_bytes']:5.1f}%)")
     if report.get("num_latents"):
         lines.append(f"  latents:         {report['num_latents']:,} coded in {report['latent_bytes']:,} bytes "
                      f"= {report['bits_per_latent']:.3f} bits/latent "
@@ -84,11 +84,9 @@ def format_report(path: str, report: Dict[str, Any]) -> str:
     if "bpp" in report:
         h, w = report["image_size"]
         lines.append(f"  image:           {w}x{h} pixels, {report['bpp']:.4f} bits per pixel (file bits / pixels)")
-    est = report.get("estimate")
-    if est:
-        size_mb = est.get("size_MB")
-        if size_mb is not None:
-            lines.append(
-                f"  estimate:        {size_mb:.6f} MB at export time (training-time estimate; the file is the truth)"
-            )
+    size_mb = report.get("estimate", {}).get("size_MB")
+    if size_mb is not None:
+        lines.append(
+            f"  estimate:        {size_mb:.6f} MB at export time (training-time estimate; the file is the truth)"
+        )
     return "\n".join(lines)

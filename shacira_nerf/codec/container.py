@@ -39,13 +39,15 @@ raw array encoding (dtype allowlist, shape, little-endian C-order bytes) for sec
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import stat
 import struct
 import tempfile
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +65,14 @@ __all__ = [
     "describe_sections",
     "encode_container",
     "pack_array",
+    "atomic_output",
+    "check_writable",
+    "escape",
+    "naming",
     "read_container",
+    "read_file_bytes",
     "unpack_array",
+    "write_bytes_atomic",
     "write_container",
 ]
 
@@ -73,8 +81,12 @@ FORMAT_VERSION: int = 2
 """The version this build writes."""
 READABLE_VERSIONS: tuple[int, ...] = (1, 2)
 """Versions this build reads: 1 (plain JSON header) and 2 (deflated JSON header)."""
-MAX_HEADER_JSON: int = 64 * 2**20
-"""Largest inflated header a version-2 file may have (real headers are a few kB; scene headers list every camera)."""
+MAX_HEADER_JSON: int = 64 * 2**10
+"""Largest JSON header a file may have, inflated (version 2) or plain (version 1): 64 KiB. Real headers are 0.8 kB
+(an image) to 3.7 kB (a nerfacto-sized scene with two proposal networks; cameras live in a section), so this is a
+17x margin, and parsing the largest allowed header costs milliseconds and well under a megabyte."""
+MAX_FILE_BYTES: int = 2**30
+"""Largest file :func:`read_file_bytes` reads (1 GiB; scene files are a few MB)."""
 
 _PREFIX = struct.Struct("<8sHHI")  # magic, version, reserved, header_len
 _U16 = struct.Struct("<H")
@@ -91,12 +103,27 @@ class ContainerError(UserError, ValueError):
         super().__init__(_one_line(message))
 
 
-def _one_line(text: str) -> str:
-    return text.replace("\r", "\\r").replace("\n", "\\n")
+def escape(text: object) -> str:
+    """``text`` safe to print on a terminal: every non-printable character (newlines, escape sequences, other
+    control and format characters) written as a Python escape, so a file's strings can neither break a one-line
+    error nor drive the terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
+
+
+_one_line = escape
 
 
 def _show_path(path: str | os.PathLike[str]) -> str:
-    return _one_line(os.fspath(path))
+    return escape(os.fspath(path))
+
+
+@contextlib.contextmanager
+def naming(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Prefix every ContainerError raised inside with the file's name: ``<path>: <why>``."""
+    try:
+        yield
+    except ContainerError as exc:
+        raise type(exc)(f"{_show_path(path)}: {exc}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,6 +242,17 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _reject_constant(name: str) -> float:
+    raise ContainerError(f"header holds {name}, not a finite number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ContainerError(f"header holds the number {escape(text[:40])}, which is not finite in float64")
+    return value
+
+
 def _parse(data: bytes | bytearray | memoryview) -> tuple[dict[str, Any], int, list[_Section]]:
     """Validate ``data`` completely; return (header, header_region_bytes, sections)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -253,9 +291,16 @@ def _parse(data: bytes | bytearray | memoryview) -> tuple[dict[str, Any], int, l
     pos += _U32.size
     if zlib.crc32(header_blob) != header_crc:
         raise ContainerError("header checksum mismatch")
+    if version == 1 and header_len > MAX_HEADER_JSON:
+        raise ContainerError(f"header is {header_len} bytes, more than the {MAX_HEADER_JSON} allowed")
     header_text = _inflate_header(bytes(header_blob)) if version >= 2 else bytes(header_blob)
     try:
-        header = json.loads(header_text.decode("utf-8"), object_pairs_hook=_reject_duplicate_keys)
+        header = json.loads(
+            header_text.decode("utf-8"),
+            object_pairs_hook=_reject_duplicate_keys,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+        )
     except ContainerError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -314,7 +359,7 @@ def _inflate_header(blob: bytes) -> bytes:
     except zlib.error as exc:
         raise ContainerError("header is not valid deflate data (file corrupted)") from exc
     if inflater.unconsumed_tail:
-        raise ContainerError(f"header inflates to more than {MAX_HEADER_JSON} bytes")
+        raise ContainerError(f"header inflates to more than the {MAX_HEADER_JSON} bytes allowed")
     if not inflater.eof or inflater.unused_data:
         raise ContainerError("header is not one complete deflate stream (file corrupted)")
     return text
@@ -385,19 +430,16 @@ def _os_error_reason(exc: OSError) -> str:
         return "folder does not exist"
     if isinstance(exc, IsADirectoryError):
         return "it is a folder"
-    return _one_line(exc.strerror or type(exc).__name__)
+    return escape(exc.strerror or type(exc).__name__)
 
 
-def write_container(
-    path: str | os.PathLike[str], header: Mapping[str, Any], sections: Sequence[tuple[str, bytes]]
-) -> int:
-    """Encode and write a container atomically; return the number of bytes written.
+def _write_error(shown: str, why: str) -> ContainerError:
+    return ContainerError(f"cannot write {shown}: {why}")
 
-    The data goes to a temporary file in the destination folder, is fsync'ed, then renamed over
-    ``path`` with :func:`os.replace`, so readers never observe a half-written file.  On any
-    failure the temporary file is removed and the destination is left untouched.
-    """
-    data = encode_container(header, sections)
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Raise a one-line ContainerError unless a file could be written at ``path`` (its folder exists and is
+    writable, and ``path`` is not a folder); called before minutes of work, and again by every atomic write."""
     target = Path(path)
     shown = _show_path(target)
     folder = target.parent
@@ -406,80 +448,109 @@ def write_container(
     except (FileNotFoundError, NotADirectoryError):
         folder_is_dir = False
     except OSError as exc:
-        raise ContainerError(f"cannot write {shown}: {_os_error_reason(exc)}") from exc
+        raise _write_error(shown, _os_error_reason(exc)) from None
     if not folder_is_dir:
-        raise ContainerError(f"cannot write {shown}: folder does not exist")
+        raise _write_error(shown, f"folder {_show_path(folder)} does not exist")
     try:
         target_is_dir = stat.S_ISDIR(os.stat(target).st_mode)
     except OSError:  # usually "does not exist yet"; anything else surfaces from mkstemp/replace below
         target_is_dir = False
     if target_is_dir:
-        raise ContainerError(f"cannot write {shown}: it is a folder")
+        raise _write_error(shown, "it is a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise _write_error(shown, f"folder {_show_path(folder)} is not writable (permission denied)")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a fresh temporary path beside ``path`` (same suffix) to write; on success it is fsync'ed and renamed
+    over ``path``, otherwise removed.
+
+    The name comes from :func:`tempfile.mkstemp` (unique, created exclusively: a planted file or symlink cannot
+    redirect the write). A new file gets the usual ``0o666 & ~umask`` mode; replacing a file keeps that file's mode.
+    Every OSError (a read-only folder, a full disk) becomes one-line ContainerError naming ``path``.
+    """
+    target = Path(path)
+    shown = _show_path(target)
+    check_writable(target)
     try:
-        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        mode = 0o666 & ~_current_umask()
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".tmp{target.suffix}")
     except OSError as exc:
-        raise ContainerError(f"cannot write {shown}: {_os_error_reason(exc)}") from exc
+        raise _write_error(shown, _os_error_reason(exc)) from None
+    tmp = Path(tmp_name)
     try:
-        try:
-            os.fchmod(fd, 0o666 & ~_current_umask())
-        except (OSError, AttributeError):
-            pass
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        with contextlib.suppress(OSError, AttributeError):
+            os.fchmod(fd, mode)
+        os.close(fd)
+        yield tmp
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp_name, target)
+        os.replace(tmp, target)
     except BaseException as exc:
-        try:
-            os.unlink(tmp_name)
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         if isinstance(exc, OSError):
-            raise ContainerError(f"cannot write {shown}: {_os_error_reason(exc)}") from exc
+            raise _write_error(shown, _os_error_reason(exc)) from None
         raise
-    try:  # make the rename itself durable; best effort (not supported everywhere)
-        dir_fd = os.open(folder, os.O_RDONLY)
+    with contextlib.suppress(OSError):  # make the rename itself durable; best effort (not supported everywhere)
+        dir_fd = os.open(target.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    except OSError:
-        pass
-    return len(data)
 
 
-_KIND_NAMES = {"nerfstudio-scene": "a scene file", "image": "an image file"}
-_KIND_HINTS = {"nerfstudio-scene": "a scene: use `shacira render` or `shacira view`",
-               "image": "an image: use `shacira image decompress`"}  # fmt: skip
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes | bytearray | memoryview) -> int:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_output`); return the number of bytes written."""
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+    return len(memoryview(data).cast("B"))
 
 
-def require_kind(header: Mapping[str, Any], expected: str) -> None:
-    """Raise a one-line ContainerError unless the header's ``kind`` is ``expected`` (scene vs image files)."""
-    kind = header.get("kind")
-    if kind != expected:
-        hint = f" ({_KIND_HINTS[kind]})" if kind in _KIND_HINTS else ""
-        raise ContainerError(f"not {_KIND_NAMES.get(expected, expected)}: it holds {kind!r}{hint}")
+def write_container(
+    path: str | os.PathLike[str], header: Mapping[str, Any], sections: Sequence[tuple[str, bytes]]
+) -> int:
+    """Encode and write a container atomically (:func:`write_bytes_atomic`); return the number of bytes written.
+
+    Encoding errors are raised before the disk is touched; readers never observe a half-written file.
+    """
+    return write_bytes_atomic(path, encode_container(header, sections))
 
 
 def read_file_bytes(path: str | os.PathLike[str]) -> bytes:
-    """A file's bytes, with one-line ContainerErrors for a missing path, a folder or an unreadable file."""
+    """A file's bytes, with one-line ContainerErrors for a missing path, a folder, an unreadable or oversized file.
+
+    The messages say why, not which file: callers add the name (:func:`naming`), once, as ``<path>: <why>``.
+    """
     target = Path(path)
-    shown = _show_path(target)
     try:
-        if stat.S_ISDIR(os.stat(target).st_mode):
-            raise ContainerError(f"{shown} is a folder, not a .shac file")
-        return target.read_bytes()
-    except (FileNotFoundError, NotADirectoryError) as exc:
-        raise ContainerError(f"no such file: {shown}") from exc
-    except IsADirectoryError as exc:
-        raise ContainerError(f"{shown} is a folder, not a .shac file") from exc
+        st = os.stat(target)
+        if stat.S_ISDIR(st.st_mode):
+            raise ContainerError("is a folder, not a .shac file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise ContainerError(f"file is {st.st_size:,} bytes, more than the {MAX_FILE_BYTES:,} a .shac file may be")
+        with open(target, "rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ContainerError("no such file") from None
+    except IsADirectoryError:
+        raise ContainerError("is a folder, not a .shac file") from None
     except OSError as exc:
-        raise ContainerError(f"cannot read {shown}: {_os_error_reason(exc)}") from exc
+        raise ContainerError(f"cannot read: {_os_error_reason(exc)}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ContainerError(f"file is more than the {MAX_FILE_BYTES:,} bytes a .shac file may be")
+    return data
 
 
 def read_container(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Read and fully verify a container file; see :func:`decode_container`."""
-    return decode_container(read_file_bytes(path))
+    """Read and fully verify a container file (see :func:`decode_container`); errors name the file."""
+    with naming(path):
+        return decode_container(read_file_bytes(path))
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,48 +11,35 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import math
 import os
 import stat
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Iterator, List, Literal, Optional, Tuple
+from typing import Annotated, List, Literal, Optional, Tuple
 
 import numpy as np
 import torch
 import tyro
 from PIL import Image, ImageDraw, ImageFont, ImageSequence, UnidentifiedImageError
 
-from shacira_nerf.codec import MAGIC, ContainerError, read_file_bytes
+from shacira_nerf.codec import MAGIC, check_writable, escape, write_bytes_atomic
 from shacira_nerf.core.quantizer import QuantizerMode
 from shacira_nerf.errors import UserError
+from shacira_nerf.file_layer import MAX_IMAGE_PIXELS
 from shacira_nerf.image.field import KODAK_PRESET, ImageField, ImageFieldConfig
-from shacira_nerf.image.image_file import decode_image_file, write_image_file
+from shacira_nerf.image.image_file import read_image_file, write_image_file
 from shacira_nerf.image.train import fit_image, psnr, resolve_device, to_uint8
 
-MAX_OUTPUT_PIXELS = 2**28
-"""Largest picture decompress/grid will render (about 16k x 16k): a typo in --scale should not eat all memory."""
-
-
-class ImageFileError(ContainerError):
-    """A problem with a file's contents, reported as one line (both a UserError and a ContainerError)."""
+MAX_OUTPUT_PIXELS = MAX_IMAGE_PIXELS
+"""Largest picture decompress/grid will render (8192 x 8192; as large as a file may claim): a typo in --scale should
+not eat all memory."""
 
 
 def _one_line(text: object) -> str:
-    return str(text).replace("\r", "\\r").replace("\n", "\\n")
-
-
-@contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn the codec's ContainerErrors into UserErrors, so the command line prints them as one line."""
-    try:
-        yield
-    except UserError:
-        raise
-    except ContainerError as exc:
-        raise ImageFileError(str(exc)) from None
+    return escape(text)
 
 
 def _note(message: str) -> None:
@@ -123,7 +110,7 @@ def load_rgb_image(path: Path) -> Tuple[np.ndarray, List[str]]:
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
-        raise UserError(f"no such file: {shown}") from None
+        raise UserError(f"{shown}: no such file") from None
     except OSError as exc:
         raise UserError(f"cannot read {shown}: {_one_line(exc.strerror or exc)}") from None
     if stat.S_ISDIR(st.st_mode):
@@ -169,45 +156,17 @@ def load_rgb_image(path: Path) -> Tuple[np.ndarray, List[str]]:
 
 def check_output(path: Path, suffix: str = "") -> None:
     """Fail early (before minutes of work) if ``path`` cannot be an output file."""
-    shown = _one_line(path)
-    folder = path.parent
-    if not folder.is_dir():
-        raise UserError(f"cannot write {shown}: folder {_one_line(folder)} does not exist")
-    if path.is_dir():
-        raise UserError(f"cannot write {shown}: it is a folder")
+    check_writable(path)
     if suffix and path.suffix.lower() != suffix:
-        raise UserError(f"cannot write {shown}: the output is a {suffix[1:].upper()} file, name it *{suffix}")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+        raise UserError(f"cannot write {_one_line(path)}: the output is a {suffix[1:].upper()} file, name it *{suffix}")
 
 
 def save_png(pixels: np.ndarray, path: Path) -> int:
-    """Write uint8 pixels as PNG atomically (temporary file in the same folder, fsync, rename); returns bytes."""
-    check_output(path)
-    shown = _one_line(path)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise UserError(f"cannot write {shown}: {_one_line(exc.strerror or exc)}") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o666 & ~_umask())
-            Image.fromarray(pixels).save(fh, format="PNG")
-            fh.flush()
-            os.fsync(fh.fileno())
-            size = fh.tell()
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise UserError(f"cannot write {shown}: {_one_line(exc.strerror or exc)}") from None
-        raise
-    return size
+    """Write uint8 pixels as PNG atomically (a unique temporary file in the same folder, fsync, rename); returns
+    bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return write_bytes_atomic(path, buffer.getbuffer())
 
 
 def _device(name: str) -> torch.device:
@@ -221,8 +180,7 @@ def _device(name: str) -> torch.device:
 
 
 def _read_image_field(path: Path, device: torch.device) -> ImageField:
-    with _user_errors():
-        return decode_image_file(read_file_bytes(path), device)
+    return read_image_file(path, device)
 
 
 # --------------------------------------------------------------------------------------------------- commands
@@ -319,9 +277,8 @@ class Compress:
         for note in notes:
             _note(note)
         field = fit_image(image, config, self.steps, device, self.seed, progress=self.progress)
-        with _user_errors():
-            file_bytes = write_image_file(field, self.output)
-            decoded = decode_image_file(read_file_bytes(self.output), device)
+        file_bytes = write_image_file(field, self.output)
+        decoded = read_image_file(self.output, device)
         h, w = image.shape[:2]
         result = CompressResult(psnr(to_uint8(decoded.render()), image), 8.0 * file_bytes / (h * w), file_bytes, h, w)
         print(

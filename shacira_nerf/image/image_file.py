@@ -18,37 +18,38 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, Union
 
 import numpy as np
 import torch
 
-from shacira_nerf import __version__
-from shacira_nerf.bitstream import decode_grid, encode_grid
-from shacira_nerf.codec import (
-    CODER_NAME,
-    ContainerError,
-    decode_container,
-    encode_container,
-    pack_array,
-    read_file_bytes,
-    require_kind,
-    unpack_array,
-    write_container,
+from shacira_nerf.bitstream import check_grid_budget, decode_grid, encode_grid
+from shacira_nerf.codec import ContainerError, naming, read_file_bytes, write_bytes_atomic
+from shacira_nerf.file_layer import (
+    IMAGE_KIND,
+    MAX_DIM,
+    MAX_LEVELS,
+    MAX_RES,
+    check_rebuilt_model,
+    encode_file,
+    image_size,
+    need_dict,
+    need_keys,
+    read_envelope,
+    read_networks,
+    read_setting,
 )
 from shacira_nerf.image.field import ARCHITECTURE_FIELDS, ImageConfigError, ImageField, ImageFieldConfig
 
-IMAGE_KIND = "image"
-"""Header ``kind`` of image files (scene files say "nerfstudio-scene")."""
+__all__ = ["GRID_NAME", "IMAGE_KIND", "decode_image_file", "encode_image_file", "read_image_file", "write_image_file"]
 
 GRID_NAME = "grid"
 """Name (section prefix and ``grids`` key) of the image's one grid."""
 
-MAX_SIDE = 2**20
-"""Largest image side a header may claim (guards the rebuild against absurd sizes in damaged files)."""
-
-_SETTING_LIMITS = {"num_levels": 64, "latent_dim": 64, "feature_dim": 64, "hidden_dim": 4096, "num_hidden_layers": 64}
-"""Largest values a header may claim for settings that size the modules built before the sections are checked."""
+_SETTING_LIMITS = {"num_levels": (1, MAX_LEVELS), "min_res": (1, MAX_RES), "max_res": (0, MAX_RES),
+                   "log2_hashmap_size": (4, 26), "latent_dim": (1, MAX_DIM), "feature_dim": (1, MAX_DIM),
+                   "hidden_dim": (1, 4096), "num_hidden_layers": (0, 64), "entropy_filters": (1, MAX_DIM)}  # fmt: skip
+"""Ranges of the settings that size the modules (checked before anything is built)."""
 
 
 def config_to_json(config: ImageFieldConfig) -> Dict[str, Any]:
@@ -60,15 +61,18 @@ def config_to_json(config: ImageFieldConfig) -> Dict[str, Any]:
     return out
 
 
-def config_from_json(values: Dict[str, Any]) -> ImageFieldConfig:
-    """Rebuild the config; unknown keys (a newer writer) are an error, missing ones take defaults."""
-    if not isinstance(values, dict):
-        raise ContainerError("image header 'field' is not an object")
-    known = {f.name for f in dataclasses.fields(ImageFieldConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ContainerError(f"image header has unknown field settings {unknown} (written by a newer shacira-nerf?)")
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+def config_from_json(values: Any) -> ImageFieldConfig:
+    """Rebuild the config, every value checked; unknown keys (a newer writer) are an error, missing ones take
+    defaults."""
+    values = need_dict(values, "field")
+    fields = {f.name: f for f in dataclasses.fields(ImageFieldConfig)}
+    need_keys(values, "field", list(fields))
+    defaults = ImageFieldConfig()
+    kwargs = {
+        name: read_setting(f"field.{name}", value, getattr(defaults, name), fields[name].type,
+                           _SETTING_LIMITS.get(name, (0, 2**31 - 1)))
+        for name, value in values.items()
+    }  # fmt: skip
     try:
         return ImageFieldConfig(**kwargs)
     except ImageConfigError as exc:
@@ -83,86 +87,59 @@ def storage_array(tensor: torch.Tensor, precision: str) -> np.ndarray:
     return narrow if np.array_equal(narrow.astype(np.float32), arr) else arr
 
 
-def _header_and_sections(field: ImageField) -> Tuple[Dict[str, Any], List[Tuple[str, bytes]]]:
-    grid_header, sections = encode_grid(field.grid, GRID_NAME, whole_table=True)
-    networks = {}
-    for name, tensor in field.network_tensors().items():
-        arr = storage_array(tensor, field.config.network_precision)
-        networks[name] = list(arr.shape)
-        sections.append((f"network/{name}", pack_array(arr)))
-    estimate = field.estimate_bits()
-    header = {
-        "kind": IMAGE_KIND,
-        "producer": f"shacira-nerf {__version__}",
-        "image": {"height": field.height, "width": field.width, "channels": 3},
-        "field": config_to_json(field.config),
-        "coder": CODER_NAME,
-        "grids": {GRID_NAME: grid_header},
-        "networks": networks,
-        "estimate": {
-            "bpp": round(estimate["bpp"], 6),
-            "size_MB": round((estimate["latent_bits"] + estimate["network_bits"]) / 8e6, 9),
-        },
-    }
-    return header, sections
-
-
 def encode_image_file(field: ImageField) -> bytes:
     """The image file's bytes (deterministic: the same field gives the same bytes)."""
-    header, sections = _header_and_sections(field)
-    return encode_container(header, sections)
+    grid_header, grid_sections = encode_grid(field.grid, GRID_NAME, whole_table=True)
+    precision = field.config.network_precision
+    networks = {name: storage_array(t, precision) for name, t in field.network_tensors().items()}
+    estimate = field.estimate_bits()
+    fields = {"image": {"height": field.height, "width": field.width, "channels": 3},
+              "field": config_to_json(field.config)}  # fmt: skip
+    size_mb = round((estimate["latent_bits"] + estimate["network_bits"]) / 8e6, 9)
+    return encode_file(IMAGE_KIND, [(GRID_NAME, grid_header, grid_sections)], networks,
+                       {"bpp": round(estimate["bpp"], 6), "size_MB": size_mb}, fields)  # fmt: skip
 
 
 def write_image_file(field: ImageField, path: Union[str, Path]) -> int:
     """Write the image file atomically (temporary file, then rename); returns its byte length."""
-    header, sections = _header_and_sections(field)
-    return write_container(path, header, sections)
+    return write_bytes_atomic(path, encode_image_file(field))
 
 
 def decode_image_file(data: bytes, device: Union[str, torch.device] = "cpu") -> ImageField:
-    """Rebuild the field from an image file's bytes, in eval mode (raises a one-line ContainerError on bad input)."""
-    header, sections = decode_container(data)
-    require_kind(header, IMAGE_KIND)
+    """Rebuild the field from an image file's bytes, in eval mode (raises a one-line ContainerError on bad input).
+
+    As for scenes (``nerf/scene_file.py``): every value is checked, the field is first built on the meta device and
+    held against the file, the grid's latents against what its section can hold, the networks for shape, dtype and
+    finite values; only then is the field built for real.
+    """
+    env = read_envelope(data, IMAGE_KIND)
+    height, width = image_size(env.header)
+    config = config_from_json(env.header.get("field"))
+    if config.max_res < 1:
+        raise ContainerError("image header has no resolved max_res")
     try:
-        height, width = int(header["image"]["height"]), int(header["image"]["width"])
-        if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
-            raise ContainerError(f"image header has an invalid size {height}x{width}")
-        config = config_from_json(header["field"])
-        for name, limit in _SETTING_LIMITS.items():
-            if getattr(config, name) > limit:
-                raise ContainerError(f"image header has {name} = {getattr(config, name)} (at most {limit} supported)")
-        if config.max_res < 1:
-            raise ContainerError("image header has no resolved max_res")
-        field = ImageField(config, height, width)
-        grid_header = header["grids"][GRID_NAME]
-        if grid_header["geometry"] != field.grid.geometry.to_dict():
-            raise ContainerError("grid geometry in the header does not match the field settings")
-        if int(grid_header["latent_dim"]) != config.latent_dim:
-            raise ContainerError("grid latent_dim in the header does not match the field settings")
-        ints = decode_grid(grid_header, sections, GRID_NAME, field.grid.geometry.level_sizes)
-        field.grid.latents.load_integers(torch.from_numpy(ints))
-        expected = field.network_tensors()
-        if set(header["networks"]) != set(expected):
-            raise ContainerError("network tensors listed in the header do not match the field settings")
-        with torch.no_grad():
-            for name, reference in expected.items():
-                if f"network/{name}" not in sections:
-                    raise ContainerError(f"file is missing section 'network/{name}'")
-                arr = unpack_array(sections[f"network/{name}"])
-                if arr.dtype not in (np.float16, np.float32) or tuple(arr.shape) != tuple(reference.shape):
-                    raise ContainerError(
-                        f"network tensor '{name}' is {arr.dtype} {arr.shape}, expected float {tuple(reference.shape)}"
-                    )
-                reference.copy_(torch.from_numpy(arr.astype(np.float32)))
-    except ContainerError:
-        raise
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise ContainerError(f"malformed image header or section: {type(exc).__name__}: {exc}") from None
+        with torch.device("meta"):
+            meta = ImageField(config, height, width)
+    except ValueError as exc:  # GridGeometry's own checks (e.g. min_res > max_res)
+        raise ContainerError(f"image header has an invalid setting: {exc}") from None
+    shapes = {name: tuple(t.shape) for name, t in meta.network_tensors().items()}
+    total = sum(p.numel() for p in meta.parameters()) + sum(b.numel() for b in meta.buffers())
+    check_rebuilt_model(env, {GRID_NAME: (meta.grid.geometry.to_dict(), meta.grid.latent_dim)}, shapes, total)
+    level_sizes = meta.grid.geometry.level_sizes
+    check_grid_budget(env.grids[GRID_NAME], env.sections, GRID_NAME, level_sizes)
+    networks = read_networks(env, shapes)
+    ints = decode_grid(env.grids[GRID_NAME], env.sections, GRID_NAME, level_sizes)
+    field = ImageField(config, height, width)
+    field.grid.latents.load_integers(torch.from_numpy(ints))
+    with torch.no_grad():
+        for name, reference in field.network_tensors().items():
+            reference.copy_(torch.from_numpy(networks[name]))
     field = field.to(device)
     field.eval()
     return field
 
 
 def read_image_file(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> ImageField:
-    """Read and decode an image file."""
-    return decode_image_file(read_file_bytes(path), device)
+    """Read and decode an image file; errors name the file."""
+    with naming(path):
+        return decode_image_file(read_file_bytes(path), device)

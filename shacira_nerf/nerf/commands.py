@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
 import threading
 import time
@@ -14,6 +16,7 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
+from shacira_nerf.codec import atomic_output, check_writable, escape, naming, write_bytes_atomic
 from shacira_nerf.errors import UserError
 from shacira_nerf.units import BYTES_PER_MB
 
@@ -24,33 +27,60 @@ CPU_RAYS_PER_CHUNK = 1024
 """Rays per forward pass when rendering on a CPU (see ``render``)."""
 
 
-def check_output_folder(path: Path) -> None:
-    """Fail early (before minutes of loading) if the output cannot be written."""
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UserError(f"cannot write {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"cannot write {path}: folder {parent} is not writable")
+def training_folder(load_config: Path, config) -> Optional[Path]:
+    """The folder ``ns-train`` ran in, if the run's location tells it: the config sits at
+    ``<folder>/<output_dir>/<experiment>/<method>/<timestamp>/config.yml`` when ``output_dir`` was relative."""
+    output_dir = Path(str(getattr(config, "output_dir", "outputs")))
+    if output_dir.is_absolute():
+        return None
+    parts = (*output_dir.parts, str(config.experiment_name), str(config.method_name), str(config.timestamp))
+    run = load_config.resolve().parent.parts
+    if ".." in parts or len(run) <= len(parts) or tuple(run[-len(parts) :]) != parts:
+        return None
+    return Path(*run[: -len(parts)])
+
+
+def _resolve_run_paths(config, load_config: Path, data: Optional[Path]) -> None:
+    """Make the run's relative paths (its checkpoints and dataset) absolute, against the folder ns-train ran in."""
+    folder = training_folder(load_config, config)
+    if folder is not None:
+        config.output_dir = folder / Path(str(config.output_dir))
+    dm = config.pipeline.datamanager
+    if data is not None:
+        dm.data = data
+        if not data.exists():
+            raise UserError(f"--data {escape(data)}: no such folder")
+        return
+    # `ns-train --data X` stores X on the datamanager; the dataparser's own `data` is then only a default.
+    path = Path(dm.data if getattr(dm, "data", None) is not None else dm.dataparser.data)
+    if path.is_absolute() or folder is None:
+        if path.exists():
+            return
+        where = "" if path.is_absolute() else " (a path relative to the folder ns-train ran in, which is unknown)"
+        raise UserError(f"{escape(load_config)}: dataset {escape(path)} not found{where}: pass --data <its folder>")
+    candidate = folder / path
+    if not candidate.exists():
+        raise UserError(f"{escape(load_config)}: dataset {escape(candidate)} not found (ns-train ran in "
+                        f"{escape(folder)} with --data {escape(path)}): pass --data <its folder now>")  # fmt: skip
+    dm.data = candidate
 
 
 def load_trained_pipeline(load_config: Path, data: Optional[Path] = None):
-    """nerfstudio's eval_setup (inference mode) on a shacira run, with clear errors for the usual mistakes."""
+    """nerfstudio's eval_setup (inference mode) on a shacira run, with clear errors for the usual mistakes.
+
+    Runs store their paths as ``ns-train`` was given them; relative ones are resolved against the folder ns-train
+    ran in (``training_folder``), so export works from any folder.
+    """
     if not load_config.is_file():
         raise UserError(
-            f"--load-config {load_config}: no such file (expected outputs/<scene>/shacira*/<run>/config.yml)"
+            f"--load-config {escape(load_config)}: no such file (expected outputs/<scene>/shacira*/<run>/config.yml)"
         )
     from nerfstudio.utils.eval_utils import eval_setup
 
     def patch(config):
         if not str(getattr(config, "method_name", "")).startswith("shacira"):
-            raise UserError(f"{load_config} is a '{config.method_name}' run, not a shacira run")
-        dm = config.pipeline.datamanager
-        if data is not None:
-            dm.data = data
-        # `ns-train --data X` stores X on the datamanager; the dataparser's own `data` is then only a default.
-        path = dm.data if getattr(dm, "data", None) is not None else dm.dataparser.data
-        if not Path(path).exists():
-            raise UserError(f"dataset {path} (from {load_config}) not found: pass --data to point to it")
+            raise UserError(f"{escape(load_config)}: a '{config.method_name}' run, not a shacira run")
+        _resolve_run_paths(config, load_config, data)
         return config
 
     try:
@@ -58,7 +88,7 @@ def load_trained_pipeline(load_config: Path, data: Optional[Path] = None):
     except (UserError, KeyboardInterrupt):
         raise
     except SystemExit as exc:  # eval_setup exits when no checkpoint exists
-        raise UserError(f"no checkpoint found for {load_config} (train first; exit {exc.code})") from None
+        raise UserError(f"{escape(load_config)}: no checkpoint found (train first; exit {exc.code})") from None
     return config, pipeline, ckpt, step
 
 
@@ -71,10 +101,10 @@ def dataparser_transform(load_config: Path) -> Optional[dict]:
 
 
 def export(load_config: Path, output_path: Path, data: Optional[Path] = None, cameras: bool = True) -> int:
-    from shacira_nerf.codec import decode_container, write_container
+    from shacira_nerf.codec import decode_container, write_bytes_atomic
     from shacira_nerf.nerf.scene_file import encode_scene
 
-    check_output_folder(output_path)
+    check_writable(output_path)
     _, pipeline, ckpt, step = load_trained_pipeline(load_config, data)
     model = pipeline.model
     with Progress(console=CONSOLE, transient=True) as progress:
@@ -82,12 +112,12 @@ def export(load_config: Path, output_path: Path, data: Optional[Path] = None, ca
         cams = pipeline.datamanager.train_dataset.cameras if cameras else None
         data_bytes = encode_scene(model, cams, dataparser_transform(load_config))
         progress.update(task, completed=1, total=1)
-    header, sections = decode_container(data_bytes)
-    n = write_container(output_path, header, list(sections.items()))
-    est = header["estimate"]
+    n = write_bytes_atomic(output_path, data_bytes)  # exactly the bytes ns-eval measures
+    estimate_mb = decode_container(data_bytes)[0]["estimate"]["size_MB"]
     CONSOLE.print(
-        f"Wrote {output_path}: {n:,} bytes = {n / BYTES_PER_MB:.4f} MB (file size; training estimate was {est['size_MB']:.4f} MB)"
-        f" from {ckpt} (step {step})"
+        f"Wrote {escape(output_path)}: {n:,} bytes = {n / BYTES_PER_MB:.4f} MB (the file's size; the training "
+        f"estimate was {estimate_mb:.4f} MB), from {escape(ckpt)} (step {step})",
+        soft_wrap=True,
     )
     return n
 
@@ -104,21 +134,40 @@ def _cameras_from_path_json(path: Path):
         raise UserError(f"--camera-path {path}: not a nerfstudio camera path ({type(exc).__name__}: {exc})") from None
 
 
-def _save_png(image: np.ndarray, path: Path) -> None:
+def _png_bytes(image: np.ndarray) -> bytes:
     from PIL import Image
 
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def read_scene_bytes(scene: Path) -> bytes:
-    """The file's bytes, verified (checksums, kind) before anything heavy is imported: bad input fails fast."""
-    from shacira_nerf.codec import decode_container, read_file_bytes, require_kind
+    """The file's bytes, verified (checksums, envelope, kind) before anything heavy is imported: bad input fails
+    fast, in one line that names the file."""
+    from shacira_nerf.file_layer import SCENE_KIND, read_file
 
-    data = read_file_bytes(scene)
-    require_kind(decode_container(data)[0], "nerfstudio-scene")
-    return data
+    return read_file(scene, SCENE_KIND)[1]
+
+
+def decode_scene_file(scene: Path, data: bytes, device: str):
+    """``decode_scene`` with errors that name the file."""
+    from shacira_nerf.nerf.scene_file import decode_scene
+
+    with naming(scene):
+        return decode_scene(data, device)
+
+
+def check_frames_folder(folder: Path) -> None:
+    """Fail before rendering if PNG frames cannot be written into ``folder`` (made if missing)."""
+    shown = escape(folder)
+    if folder.exists():
+        if not folder.is_dir():
+            raise UserError(f"--output-path {shown} exists and is not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UserError(f"cannot write {shown}: folder is not writable (permission denied)")
+        return
+    check_writable(folder)
 
 
 def render(
@@ -130,19 +179,19 @@ def render(
     max_frames: Optional[int] = None,
 ) -> List[Path]:
     """Render frames from the file alone: a camera path (ns-render's JSON) or the stored training cameras."""
+    from shacira_nerf.nerf.scene_file import check_camera_sizes
+
+    if not (math.isfinite(downscale) and downscale > 0):
+        raise UserError(f"--downscale must be a number > 0, got {downscale}")
+    if max_frames is not None and max_frames < 1:
+        raise UserError(f"--max-frames must be >= 1, got {max_frames}")
     data = read_scene_bytes(scene)
     video = output_path.suffix.lower() in (".mp4", ".mov", ".mkv")
     if video:
-        check_output_folder(output_path)
+        check_writable(output_path)
     else:
-        if output_path.exists() and not output_path.is_dir():
-            raise UserError(f"--output-path {output_path} exists and is not a folder")
-        parent = output_path.parent
-        if not parent.is_dir():
-            raise UserError(f"cannot write {output_path}: folder {parent} does not exist")
-    from shacira_nerf.nerf.scene_file import decode_scene
-
-    loaded = decode_scene(data, device)
+        check_frames_folder(output_path)
+    loaded = decode_scene_file(scene, data, device)
     if loaded.model.device.type == "cpu":
         # Smaller chunks are faster on a CPU (less memory to allocate and touch per pass; each ray is independent):
         # measured on a nerfacto-sized scene, 1024 rays per chunk rendered 2x faster than nerfacto's 32768.
@@ -156,28 +205,31 @@ def render(
     elif loaded.cameras is not None:
         cameras = loaded.cameras
     else:
-        raise UserError(f"{scene} stores no cameras: pass --camera-path")
+        raise UserError(f"{escape(scene)}: stores no cameras: pass --camera-path")
     if downscale != 1.0:
         cameras.rescale_output_resolution(1.0 / downscale)
+    with naming(camera_path or scene):
+        check_camera_sizes(cameras.width.cpu().numpy(), cameras.height.cpu().numpy(), "camera")
     cameras = cameras.to(loaded.model.device)
     n = len(cameras) if max_frames is None else min(len(cameras), max_frames)
-    frames = []
+    frames, paths = [], []
+    if not video:
+        output_path.mkdir(parents=False, exist_ok=True)
     with Progress(console=CONSOLE, transient=True) as progress:
         task = progress.add_task(f"Rendering {n} frames", total=n)
         for i in range(n):
             with torch.no_grad():
                 out = loaded.model.get_outputs_for_camera(cameras[i : i + 1])
-            frames.append((out["rgb"].clamp(0, 1) * 255).round().byte().cpu().numpy())
+            frame = (out["rgb"].clamp(0, 1) * 255).round().byte().cpu().numpy()
+            if video:
+                frames.append(frame)
+            else:  # written as rendered: a frame is on disk (atomically) as soon as it exists
+                paths.append(output_path / f"{i:05d}.png")
+                write_bytes_atomic(paths[-1], _png_bytes(frame))
             progress.advance(task)
     if video:
         return [_write_video(frames, output_path, fps)]
-    output_path.mkdir(parents=False, exist_ok=True)
-    paths = []
-    for i, frame in enumerate(frames):
-        p = output_path / f"{i:05d}.png"
-        _save_png(frame, p)
-        paths.append(p)
-    CONSOLE.print(f"Rendered {len(paths)} frames from {scene} into {output_path}/")
+    CONSOLE.print(f"Rendered {len(paths)} frames from {escape(scene)} into {escape(output_path)}/", soft_wrap=True)
     return paths
 
 
@@ -186,10 +238,9 @@ def _write_video(frames: List[np.ndarray], path: Path, fps: float) -> Path:
     import mediapy
 
     mediapy.set_ffmpeg(imageio_ffmpeg.get_ffmpeg_exe())
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    mediapy.write_video(tmp, np.stack(frames), fps=fps)
-    os.replace(tmp, path)
-    CONSOLE.print(f"Rendered {len(frames)} frames into {path}")
+    with atomic_output(path) as tmp:
+        mediapy.write_video(tmp, np.stack(frames), fps=fps)
+    CONSOLE.print(f"Rendered {len(frames)} frames into {escape(path)}", soft_wrap=True)
     return path
 
 
@@ -238,13 +289,12 @@ def view(scene: Path, port: Optional[int], host: str, device: str, max_seconds: 
     from nerfstudio.configs.base_config import ViewerConfig
     from nerfstudio.viewer.viewer import Viewer
 
-    from shacira_nerf.nerf.scene_file import decode_scene
     from shacira_nerf.report import file_report
 
-    loaded = decode_scene(data, device)
+    loaded = decode_scene_file(scene, data, device)
     report = file_report(data)
     if loaded.cameras is None:
-        raise UserError(f"{scene} stores no cameras; re-export it with cameras to view it")
+        raise UserError(f"{escape(scene)}: stores no cameras; re-export it with cameras to view it")
     loaded.model.compression.show_file(
         report["total_bytes"], report["bits_per_latent"], report["ratio_to_float32_grid"]
     )
