@@ -195,7 +195,9 @@ def read_grid_entry(name: str, value: Any) -> GridEntry:
     if checked["min_res"] > checked["max_res"]:
         raise ContainerError(f"header {what}.geometry has min_res {checked['min_res']} > max_res {checked['max_res']}")
     latent_dim = need_int(entry.get("latent_dim"), f"{what}.latent_dim", 1, MAX_DIM)
-    num_latents = need_int(entry.get("num_latents"), f"{what}.num_latents", 0, MAX_LATENTS)
+    num_latents = need_int(entry.get("num_latents"), f"{what}.num_latents", 0, 2**62)
+    if num_latents > MAX_LATENTS:
+        raise ContainerError(f"header {what} claims {num_latents:,} latents, more than the {MAX_LATENTS:,} allowed")
     streams = entry.get("latent_streams", "per_level")
     if streams not in LATENT_STREAMS:
         raise ContainerError(f"header {what} has an unknown latent stream layout {shown(streams)} (known: "

@@ -458,7 +458,7 @@ def check_writable(path: str | os.PathLike[str]) -> None:
     if target_is_dir:
         raise _write_error(shown, "it is a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise _write_error(shown, f"folder {_show_path(folder)} is not writable (permission denied)")
+        raise _write_error(shown, "permission denied")
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ model is not stored: its integer tables are, and decoding never evaluates it.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from pathlib import Path
 from typing import Any, Dict, Union
 
@@ -68,8 +69,9 @@ def config_from_json(values: Any) -> ImageFieldConfig:
     fields = {f.name: f for f in dataclasses.fields(ImageFieldConfig)}
     need_keys(values, "field", list(fields))
     defaults = ImageFieldConfig()
+    kinds = typing.get_type_hints(ImageFieldConfig)  # the annotations are strings (postponed evaluation)
     kwargs = {
-        name: read_setting(f"field.{name}", value, getattr(defaults, name), fields[name].type,
+        name: read_setting(f"field.{name}", value, getattr(defaults, name), kinds[name],
                            _SETTING_LIMITS.get(name, (0, 2**31 - 1)))
         for name, value in values.items()
     }  # fmt: skip

@@ -165,7 +165,7 @@ def check_frames_folder(folder: Path) -> None:
         if not folder.is_dir():
             raise UserError(f"--output-path {shown} exists and is not a folder")
         if not os.access(folder, os.W_OK | os.X_OK):
-            raise UserError(f"cannot write {shown}: folder is not writable (permission denied)")
+            raise UserError(f"cannot write {shown}: permission denied")
         return
     check_writable(folder)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -146,7 +147,8 @@ def config_from_json(values: Dict[str, Any]) -> ShaciraModelConfig:
     defaults = ShaciraModelConfig()
     known = {f.name: f for f in dataclasses.fields(ShaciraModelConfig) if f.name not in _SKIPPED_CONFIG_FIELDS}
     need_keys(values, "model_config", list(known))
-    kwargs = {name: _setting(name, value, getattr(defaults, name), known[name].type) for name, value in values.items()}
+    kinds = typing.get_type_hints(ShaciraModelConfig)  # the annotations are strings (postponed evaluation)
+    kwargs = {name: _setting(name, value, getattr(defaults, name), kinds[name]) for name, value in values.items()}
     # The lookup backend is how training ran, not part of the scene: decode with the fastest tested one here
     # (a file trained with "tcnn" or "triton" on a GPU renders on a CPU).
     kwargs["implementation"] = "auto"
