@@ -28,6 +28,9 @@ from torch import Tensor, nn
 
 from shacira_nerf.core.rate import bits_from_likelihoods
 
+FUSED_FILTERS = (3, 3, 3)
+"""The hidden widths the fused Triton rate kernel is written for (``triton_rate.SUPPORTED_FILTERS``)."""
+
 LIKELIHOOD_BOUND = 1e-9
 """Smallest likelihood the rate term sees: bounds the bits of one latent at about 30 (keeps log2 finite)."""
 
@@ -46,7 +49,8 @@ class FactorizedEntropyModel(nn.Module):
         if channels < 1:
             raise ValueError(f"entropy model needs at least one channel, got {channels}")
         self.channels = int(channels)
-        widths = (1, *[int(f) for f in filters], 1)
+        self.filters = tuple(int(f) for f in filters)
+        widths = (1, *self.filters, 1)
         scale = init_scale ** (1.0 / (len(widths) - 1))
         self.matrices = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -102,7 +106,8 @@ class FactorizedEntropyModel(nn.Module):
         """Differentiable total bits -sum log2 P(x) in float32 (appendix eq. 3), the rate term of the loss.
 
         ``fused``: one Triton kernel for the likelihood, the log and every gradient (``triton_rate``; the same
-        numbers up to float rounding, tested against this reference) instead of the torch ops below.
+        numbers up to float rounding, tested against this reference) instead of the torch ops below; only for
+        ``FUSED_FILTERS``.
         """
         if fused:
             from shacira_nerf.core.triton_rate import fused_rate_bits

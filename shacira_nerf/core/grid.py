@@ -22,7 +22,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from shacira_nerf.core.decoder import LatentDecoder
-from shacira_nerf.core.entropy_model import FactorizedEntropyModel
+from shacira_nerf.core.entropy_model import FUSED_FILTERS, FactorizedEntropyModel
 from shacira_nerf.core.hash_grid import GridGeometry
 from shacira_nerf.core.latents import Latents
 from shacira_nerf.core.lookup import GridLookup, resolve_lookup
@@ -61,6 +61,8 @@ class ShaciraGrid(nn.Module):
         self.decoder = LatentDecoder(geometry.num_levels, latent_dim, feature_dim)
         self.entropy_model = FactorizedEntropyModel(latent_dim, entropy_filters)
         self._table_cache: Optional[Tuple[tuple, Tensor]] = None
+        # The rate runs as one Triton kernel with the Triton lookup, for the entropy model it is written for.
+        self.fused_rate = self.lookup.fused_rate and self.entropy_model.filters == FUSED_FILTERS
 
     @property
     def implementation(self) -> str:
@@ -162,7 +164,7 @@ class ShaciraGrid(nn.Module):
 
         ``quantized``: a table from ``lookup_latents`` (default: this step's, the one the lookups used).
         """
-        return self.entropy_model.bits(self._table(quantized), fused=self.lookup.fused_rate)
+        return self.entropy_model.bits(self._table(quantized), fused=self.fused_rate)
 
     def network_parameters(self) -> int:
         """Float parameters stored with the grid in the file (decoder only; latents are coded, the entropy

@@ -111,6 +111,9 @@ def _interpolate_backward_kernel(
     m = mask[:, None] & (ch < C)[None, :]
     g_offs = offs.to(tl.int64)[:, None] * (num_levels * C) + level * C + ch[None, :]
     grad = tl.load(grad_out_ptr + g_offs, mask=m, other=0.0)
+    # Adding 0 changes nothing: skip it. nerfacto zeroes the density of samples outside the scene box, and with the
+    # Blender flags those are all moved to one point, so millions of zero gradients would contend for eight rows.
+    m = m & (grad != 0.0)
     for corner in tl.static_range(2**DIM):
         row, weight = _corner_row_and_weight(
             x_ptr, offs, mask, scale, res, size, offset, dense, prime1, prime2, corner, DIM

@@ -4,22 +4,23 @@ The torch reference (``FactorizedEntropyModel.likelihood`` then ``bits_from_like
 x - 1/2 and x + 1/2 as [channels, width, n] tensors, layer by layer: about 40 elementwise kernels forward and as many
 backward, each reading and writing a tensor 3x the size of the latent table (13.8 M latents in nerfacto's main
 grid). This kernel does, per block of latents and all in registers: both MLP evaluations, the sign trick, the bound,
-the log2, and, when a gradient is wanted, the whole backward pass by hand (the MLP is recomputed layer by layer
-rather than stored). It writes the gradient with respect to each latent and per-block partial sums of the bits and
-of the gradients of the (effective) entropy parameters; torch sums the partials, so the result is deterministic.
+the log2 and, when a gradient is wanted, the backward pass written out by hand (the forward is recomputed rather than
+stored). It writes the gradient with respect to each latent and per-block partial sums of the bits and of the
+gradients of the effective entropy parameters; torch sums the partials, so the result is deterministic.
 
 Because the kernel computes the gradient in the same pass as the value, its autograd function saves the gradient and
 its backward only scales it: one pass over the latents per step instead of two.
 
-The MLP is taken in an effective, padded form so that every layer is the same [WP, WP] affine map: the softplus of
-each matrix (non-negative weights), the bias, and tanh of each factor (0 for the last layer, which has no
-nonlinearity), zero-padded to a power-of-two width WP. Padded rows stay exactly zero through every layer, so the
-padded MLP computes exactly the model's MLP; torch differentiates the (tiny) packing.
+The MLP is the appendix's (Balle et al.'s) shape, 1 -> 3 -> 3 -> 3 -> 1, written out unit by unit: a generic version
+over padded [block, width, width] tiles ran at ~5 ms a call on an H200 (layout shuffles and padding), the explicit one
+is plain per-element arithmetic. Other ``entropy_filters`` use the torch reference (``SUPPORTED_FILTERS``). The
+parameters enter in their effective form, 43 floats per channel (``pack_parameters``, differentiated by torch):
+softplus of each matrix (non-negative weights), the biases, and tanh of each factor.
 """
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import List
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,12 @@ import triton
 import triton.language as tl
 from jaxtyping import Float
 from torch import Tensor
+
+SUPPORTED_FILTERS = (3, 3, 3)
+"""The hidden widths this kernel is written for (the appendix's and the default)."""
+
+NUM_PARAMETERS = 43
+"""Effective parameters per channel: W0 3, b0 3, T0 3, W1 9, b1 3, T1 3, W2 9, b2 3, T2 3, W3 3, b3 1."""
 
 BLOCK_LATENTS = 256
 """Latents per program."""
@@ -38,144 +45,370 @@ def _tanh(a):
 
 
 @triton.jit
-def _layer(h, w_ptr, b_ptr, t_ptr, WP: tl.constexpr):
-    """One effective layer on a [BLOCK, WP] tile: pre-activation a = W h + b, tanh(a), output a + T tanh(a)."""
-    o = tl.arange(0, WP)
-    w = tl.load(w_ptr + o[:, None] * WP + o[None, :])  # [out, in]
-    b = tl.load(b_ptr + o)
-    t = tl.load(t_ptr + o)
-    a = tl.sum(h[:, None, :] * w[None, :, :], axis=2) + b[None, :]
-    th = _tanh(a)
-    return a, th, a + t[None, :] * th
+def _logit(x, p):
+    """The CDF logit of the (1, 3, 3, 3, 1) MLP with effective parameters at ``p`` (``pack_parameters``)."""
+    a10 = tl.load(p + 0) * x + tl.load(p + 3)
+    a11 = tl.load(p + 1) * x + tl.load(p + 4)
+    a12 = tl.load(p + 2) * x + tl.load(p + 5)
+    t10 = _tanh(a10)
+    h10 = a10 + tl.load(p + 6) * t10
+    t11 = _tanh(a11)
+    h11 = a11 + tl.load(p + 7) * t11
+    t12 = _tanh(a12)
+    h12 = a12 + tl.load(p + 8) * t12
+    a20 = tl.load(p + 9) * h10 + tl.load(p + 10) * h11 + tl.load(p + 11) * h12 + tl.load(p + 18)
+    a21 = tl.load(p + 12) * h10 + tl.load(p + 13) * h11 + tl.load(p + 14) * h12 + tl.load(p + 19)
+    a22 = tl.load(p + 15) * h10 + tl.load(p + 16) * h11 + tl.load(p + 17) * h12 + tl.load(p + 20)
+    t20 = _tanh(a20)
+    h20 = a20 + tl.load(p + 21) * t20
+    t21 = _tanh(a21)
+    h21 = a21 + tl.load(p + 22) * t21
+    t22 = _tanh(a22)
+    h22 = a22 + tl.load(p + 23) * t22
+    a30 = tl.load(p + 24) * h20 + tl.load(p + 25) * h21 + tl.load(p + 26) * h22 + tl.load(p + 33)
+    a31 = tl.load(p + 27) * h20 + tl.load(p + 28) * h21 + tl.load(p + 29) * h22 + tl.load(p + 34)
+    a32 = tl.load(p + 30) * h20 + tl.load(p + 31) * h21 + tl.load(p + 32) * h22 + tl.load(p + 35)
+    t30 = _tanh(a30)
+    h30 = a30 + tl.load(p + 36) * t30
+    t31 = _tanh(a31)
+    h31 = a31 + tl.load(p + 37) * t31
+    t32 = _tanh(a32)
+    h32 = a32 + tl.load(p + 38) * t32
+    z = tl.load(p + 39) * h30 + tl.load(p + 40) * h31 + tl.load(p + 41) * h32 + tl.load(p + 42)
+    return z
 
 
 @triton.jit
-def _input_of_layer(h0, w_ptr, b_ptr, t_ptr, upto: tl.constexpr, WP: tl.constexpr):
-    """The MLP's activation entering layer ``upto`` (``upto`` = number of layers: the output)."""
-    h = h0
-    for j in tl.static_range(upto):
-        _, _, h = _layer(h, w_ptr + j * WP * WP, b_ptr + j * WP, t_ptr + j * WP, WP)
-    return h
+def _logit_backward(x, dz, p):
+    """Given dz = d bits / d logit at x: d bits / d x and the per-element gradient of each of the 43 effective
+    parameters, in ``pack_parameters`` order (the forward pass is recomputed: cheaper than storing it)."""
+    a10 = tl.load(p + 0) * x + tl.load(p + 3)
+    a11 = tl.load(p + 1) * x + tl.load(p + 4)
+    a12 = tl.load(p + 2) * x + tl.load(p + 5)
+    t10 = _tanh(a10)
+    h10 = a10 + tl.load(p + 6) * t10
+    t11 = _tanh(a11)
+    h11 = a11 + tl.load(p + 7) * t11
+    t12 = _tanh(a12)
+    h12 = a12 + tl.load(p + 8) * t12
+    a20 = tl.load(p + 9) * h10 + tl.load(p + 10) * h11 + tl.load(p + 11) * h12 + tl.load(p + 18)
+    a21 = tl.load(p + 12) * h10 + tl.load(p + 13) * h11 + tl.load(p + 14) * h12 + tl.load(p + 19)
+    a22 = tl.load(p + 15) * h10 + tl.load(p + 16) * h11 + tl.load(p + 17) * h12 + tl.load(p + 20)
+    t20 = _tanh(a20)
+    h20 = a20 + tl.load(p + 21) * t20
+    t21 = _tanh(a21)
+    h21 = a21 + tl.load(p + 22) * t21
+    t22 = _tanh(a22)
+    h22 = a22 + tl.load(p + 23) * t22
+    a30 = tl.load(p + 24) * h20 + tl.load(p + 25) * h21 + tl.load(p + 26) * h22 + tl.load(p + 33)
+    a31 = tl.load(p + 27) * h20 + tl.load(p + 28) * h21 + tl.load(p + 29) * h22 + tl.load(p + 34)
+    a32 = tl.load(p + 30) * h20 + tl.load(p + 31) * h21 + tl.load(p + 32) * h22 + tl.load(p + 35)
+    t30 = _tanh(a30)
+    h30 = a30 + tl.load(p + 36) * t30
+    t31 = _tanh(a31)
+    h31 = a31 + tl.load(p + 37) * t31
+    t32 = _tanh(a32)
+    h32 = a32 + tl.load(p + 38) * t32
+    # output layer (3 -> 1, no nonlinearity)
+    gw4_0 = dz * h30
+    g30 = dz * tl.load(p + 39)
+    gw4_1 = dz * h31
+    g31 = dz * tl.load(p + 40)
+    gw4_2 = dz * h32
+    g32 = dz * tl.load(p + 41)
+    # layer 3: h3 = a + T tanh(a), a = W h2 + b
+    gt3_0 = g30 * t30
+    da30 = g30 * (1.0 + tl.load(p + 36) * (1.0 - t30 * t30))
+    gt3_1 = g31 * t31
+    da31 = g31 * (1.0 + tl.load(p + 37) * (1.0 - t31 * t31))
+    gt3_2 = g32 * t32
+    da32 = g32 * (1.0 + tl.load(p + 38) * (1.0 - t32 * t32))
+    g20 = tl.load(p + 24) * da30 + tl.load(p + 27) * da31 + tl.load(p + 30) * da32
+    g21 = tl.load(p + 25) * da30 + tl.load(p + 28) * da31 + tl.load(p + 31) * da32
+    g22 = tl.load(p + 26) * da30 + tl.load(p + 29) * da31 + tl.load(p + 32) * da32
+    # layer 2: h2 = a + T tanh(a), a = W h1 + b
+    gt2_0 = g20 * t20
+    da20 = g20 * (1.0 + tl.load(p + 21) * (1.0 - t20 * t20))
+    gt2_1 = g21 * t21
+    da21 = g21 * (1.0 + tl.load(p + 22) * (1.0 - t21 * t21))
+    gt2_2 = g22 * t22
+    da22 = g22 * (1.0 + tl.load(p + 23) * (1.0 - t22 * t22))
+    g10 = tl.load(p + 9) * da20 + tl.load(p + 12) * da21 + tl.load(p + 15) * da22
+    g11 = tl.load(p + 10) * da20 + tl.load(p + 13) * da21 + tl.load(p + 16) * da22
+    g12 = tl.load(p + 11) * da20 + tl.load(p + 14) * da21 + tl.load(p + 17) * da22
+    # layer 1: h1 = a + T tanh(a), a = W x + b
+    gt1_0 = g10 * t10
+    da10 = g10 * (1.0 + tl.load(p + 6) * (1.0 - t10 * t10))
+    gt1_1 = g11 * t11
+    da11 = g11 * (1.0 + tl.load(p + 7) * (1.0 - t11 * t11))
+    gt1_2 = g12 * t12
+    da12 = g12 * (1.0 + tl.load(p + 8) * (1.0 - t12 * t12))
+    dx = tl.load(p + 0) * da10 + tl.load(p + 1) * da11 + tl.load(p + 2) * da12
+    return (
+        dx,
+        da10 * x,
+        da11 * x,
+        da12 * x,
+        da10,
+        da11,
+        da12,
+        gt1_0,
+        gt1_1,
+        gt1_2,
+        da20 * h10,
+        da20 * h11,
+        da20 * h12,
+        da21 * h10,
+        da21 * h11,
+        da21 * h12,
+        da22 * h10,
+        da22 * h11,
+        da22 * h12,
+        da20,
+        da21,
+        da22,
+        gt2_0,
+        gt2_1,
+        gt2_2,
+        da30 * h20,
+        da30 * h21,
+        da30 * h22,
+        da31 * h20,
+        da31 * h21,
+        da31 * h22,
+        da32 * h20,
+        da32 * h21,
+        da32 * h22,
+        da30,
+        da31,
+        da32,
+        gt3_0,
+        gt3_1,
+        gt3_2,
+        gw4_0,
+        gw4_1,
+        gw4_2,
+        dz,
+    )
 
 
 @triton.jit
 def _rate_kernel(
-    q_ptr, w_ptr, b_ptr, t_ptr, bits_ptr, grad_q_ptr, gw_ptr, gb_ptr, gt_ptr, n, bound,
-    C: tl.constexpr, NL: tl.constexpr, WP: tl.constexpr, BLOCK: tl.constexpr, NEED_GRAD: tl.constexpr,
+    q_ptr, p_ptr, bits_ptr, grad_q_ptr, gp_ptr, n, bound,
+    C: tl.constexpr, BLOCK: tl.constexpr, NEED_GRAD: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     c = tl.program_id(1)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     v = tl.load(q_ptr + offs.to(tl.int64) * C + c, mask=mask, other=0.0)
-    cols = tl.arange(0, WP)
-    first = (cols == 0)[None, :]
-    w_c = w_ptr + c * NL * WP * WP
-    b_c = b_ptr + c * NL * WP
-    t_c = t_ptr + c * NL * WP
-    h_lo = tl.where(first, (v - 0.5)[:, None], 0.0)
-    h_hi = tl.where(first, (v + 0.5)[:, None], 0.0)
-    z_lo = tl.sum(tl.where(first, _input_of_layer(h_lo, w_c, b_c, t_c, NL, WP), 0.0), axis=1)
-    z_hi = tl.sum(tl.where(first, _input_of_layer(h_hi, w_c, b_c, t_c, NL, WP), 0.0), axis=1)
+    p = p_ptr + c * 43
+    z_lo = _logit(v - 0.5, p)
+    z_hi = _logit(v + 0.5, p)
     total = z_lo + z_hi
-    s = tl.where(total > 0, -1.0, tl.where(total < 0, 1.0, 0.0))
+    s = tl.where(total > 0, -1.0, tl.where(total < 0, 1.0, 0.0))  # the sign trick: subtract in the near tail
     sig_lo = tl.sigmoid(s * z_lo)
     sig_hi = tl.sigmoid(s * z_hi)
     diff = sig_hi - sig_lo
-    p = tl.abs(diff)
-    kept = p > bound  # torch.clamp_min passes no gradient at the bound itself
-    p_bounded = tl.where(kept, p, bound)
-    bits = tl.where(mask, -tl.log2(p_bounded), 0.0)
-    out = (pid * C + c).to(tl.int64)
-    tl.store(bits_ptr + out, tl.sum(bits, axis=0))
+    prob = tl.abs(diff)
+    kept = prob > bound  # torch.clamp_min passes no gradient at the bound itself
+    prob = tl.where(kept, prob, bound)
+    bits = tl.where(mask, -tl.log2(prob), 0.0)
+    slot = (pid * C + c).to(tl.int64)
+    tl.store(bits_ptr + slot, tl.sum(bits, axis=0))
     if NEED_GRAD:
-        # d bits / d p = -1 / (p ln 2) where the bound is not active; d p / d diff = sign(diff).
+        # d bits / d prob = -1 / (prob ln 2) where the bound is not active; d prob / d diff = sign(diff).
         sign_diff = tl.where(diff > 0, 1.0, tl.where(diff < 0, -1.0, 0.0))
-        dp = tl.where(mask & kept, -1.4426950408889634 / p_bounded, 0.0) * sign_diff
-        dz_hi = dp * s * sig_hi * (1.0 - sig_hi)
-        dz_lo = -dp * s * sig_lo * (1.0 - sig_lo)
-        g_lo = tl.where(first, dz_lo[:, None], 0.0)  # gradient entering the output of the last layer
-        g_hi = tl.where(first, dz_hi[:, None], 0.0)
-        o = tl.arange(0, WP)
-        for j in tl.static_range(NL - 1, -1, -1):  # layers from the last to the first
-            wj, bj, tj = w_c + j * WP * WP, b_c + j * WP, t_c + j * WP
-            w = tl.load(wj + o[:, None] * WP + o[None, :])
-            t = tl.load(tj + o)
-            in_lo = _input_of_layer(h_lo, w_c, b_c, t_c, j, WP)
-            in_hi = _input_of_layer(h_hi, w_c, b_c, t_c, j, WP)
-            _, th_lo, _ = _layer(in_lo, wj, bj, tj, WP)
-            _, th_hi, _ = _layer(in_hi, wj, bj, tj, WP)
-            da_lo = g_lo * (1.0 + t[None, :] * (1.0 - th_lo * th_lo))
-            da_hi = g_hi * (1.0 + t[None, :] * (1.0 - th_hi * th_hi))
-            g_t = tl.sum(g_lo * th_lo + g_hi * th_hi, axis=0)
-            g_b = tl.sum(da_lo + da_hi, axis=0)
-            g_w = tl.sum(da_lo[:, :, None] * in_lo[:, None, :] + da_hi[:, :, None] * in_hi[:, None, :], axis=0)
-            slot = out * NL + j
-            tl.store(gt_ptr + slot * WP + o, g_t)
-            tl.store(gb_ptr + slot * WP + o, g_b)
-            tl.store(gw_ptr + slot * WP * WP + o[:, None] * WP + o[None, :], g_w)
-            g_lo = tl.sum(da_lo[:, :, None] * w[None, :, :], axis=1)  # [BLOCK, in]
-            g_hi = tl.sum(da_hi[:, :, None] * w[None, :, :], axis=1)
-        dv = tl.sum(tl.where(first, g_lo + g_hi, 0.0), axis=1)
-        tl.store(grad_q_ptr + offs.to(tl.int64) * C + c, dv, mask=mask)
+        dprob = tl.where(mask & kept, -1.4426950408889634 / prob, 0.0) * sign_diff
+        dz_hi = dprob * s * sig_hi * (1.0 - sig_hi)
+        dz_lo = -dprob * s * sig_lo * (1.0 - sig_lo)
+        g = gp_ptr + slot * 43
+        (
+            dx_lo,
+            lo0,
+            lo1,
+            lo2,
+            lo3,
+            lo4,
+            lo5,
+            lo6,
+            lo7,
+            lo8,
+            lo9,
+            lo10,
+            lo11,
+            lo12,
+            lo13,
+            lo14,
+            lo15,
+            lo16,
+            lo17,
+            lo18,
+            lo19,
+            lo20,
+            lo21,
+            lo22,
+            lo23,
+            lo24,
+            lo25,
+            lo26,
+            lo27,
+            lo28,
+            lo29,
+            lo30,
+            lo31,
+            lo32,
+            lo33,
+            lo34,
+            lo35,
+            lo36,
+            lo37,
+            lo38,
+            lo39,
+            lo40,
+            lo41,
+            lo42,
+        ) = _logit_backward(v - 0.5, dz_lo, p)
+        (
+            dx_hi,
+            hi0,
+            hi1,
+            hi2,
+            hi3,
+            hi4,
+            hi5,
+            hi6,
+            hi7,
+            hi8,
+            hi9,
+            hi10,
+            hi11,
+            hi12,
+            hi13,
+            hi14,
+            hi15,
+            hi16,
+            hi17,
+            hi18,
+            hi19,
+            hi20,
+            hi21,
+            hi22,
+            hi23,
+            hi24,
+            hi25,
+            hi26,
+            hi27,
+            hi28,
+            hi29,
+            hi30,
+            hi31,
+            hi32,
+            hi33,
+            hi34,
+            hi35,
+            hi36,
+            hi37,
+            hi38,
+            hi39,
+            hi40,
+            hi41,
+            hi42,
+        ) = _logit_backward(v + 0.5, dz_hi, p)
+        tl.store(g + 0, tl.sum(lo0 + hi0, axis=0))
+        tl.store(g + 1, tl.sum(lo1 + hi1, axis=0))
+        tl.store(g + 2, tl.sum(lo2 + hi2, axis=0))
+        tl.store(g + 3, tl.sum(lo3 + hi3, axis=0))
+        tl.store(g + 4, tl.sum(lo4 + hi4, axis=0))
+        tl.store(g + 5, tl.sum(lo5 + hi5, axis=0))
+        tl.store(g + 6, tl.sum(lo6 + hi6, axis=0))
+        tl.store(g + 7, tl.sum(lo7 + hi7, axis=0))
+        tl.store(g + 8, tl.sum(lo8 + hi8, axis=0))
+        tl.store(g + 9, tl.sum(lo9 + hi9, axis=0))
+        tl.store(g + 10, tl.sum(lo10 + hi10, axis=0))
+        tl.store(g + 11, tl.sum(lo11 + hi11, axis=0))
+        tl.store(g + 12, tl.sum(lo12 + hi12, axis=0))
+        tl.store(g + 13, tl.sum(lo13 + hi13, axis=0))
+        tl.store(g + 14, tl.sum(lo14 + hi14, axis=0))
+        tl.store(g + 15, tl.sum(lo15 + hi15, axis=0))
+        tl.store(g + 16, tl.sum(lo16 + hi16, axis=0))
+        tl.store(g + 17, tl.sum(lo17 + hi17, axis=0))
+        tl.store(g + 18, tl.sum(lo18 + hi18, axis=0))
+        tl.store(g + 19, tl.sum(lo19 + hi19, axis=0))
+        tl.store(g + 20, tl.sum(lo20 + hi20, axis=0))
+        tl.store(g + 21, tl.sum(lo21 + hi21, axis=0))
+        tl.store(g + 22, tl.sum(lo22 + hi22, axis=0))
+        tl.store(g + 23, tl.sum(lo23 + hi23, axis=0))
+        tl.store(g + 24, tl.sum(lo24 + hi24, axis=0))
+        tl.store(g + 25, tl.sum(lo25 + hi25, axis=0))
+        tl.store(g + 26, tl.sum(lo26 + hi26, axis=0))
+        tl.store(g + 27, tl.sum(lo27 + hi27, axis=0))
+        tl.store(g + 28, tl.sum(lo28 + hi28, axis=0))
+        tl.store(g + 29, tl.sum(lo29 + hi29, axis=0))
+        tl.store(g + 30, tl.sum(lo30 + hi30, axis=0))
+        tl.store(g + 31, tl.sum(lo31 + hi31, axis=0))
+        tl.store(g + 32, tl.sum(lo32 + hi32, axis=0))
+        tl.store(g + 33, tl.sum(lo33 + hi33, axis=0))
+        tl.store(g + 34, tl.sum(lo34 + hi34, axis=0))
+        tl.store(g + 35, tl.sum(lo35 + hi35, axis=0))
+        tl.store(g + 36, tl.sum(lo36 + hi36, axis=0))
+        tl.store(g + 37, tl.sum(lo37 + hi37, axis=0))
+        tl.store(g + 38, tl.sum(lo38 + hi38, axis=0))
+        tl.store(g + 39, tl.sum(lo39 + hi39, axis=0))
+        tl.store(g + 40, tl.sum(lo40 + hi40, axis=0))
+        tl.store(g + 41, tl.sum(lo41 + hi41, axis=0))
+        tl.store(g + 42, tl.sum(lo42 + hi42, axis=0))
+        tl.store(grad_q_ptr + offs.to(tl.int64) * C + c, dx_lo + dx_hi, mask=mask)
 
 
-def packed_parameters(
-    matrices: list, biases: list, factors: list
-) -> Tuple[Float[Tensor, "c nl wp wp"], Float[Tensor, "c nl wp"], Float[Tensor, "c nl wp"]]:
-    """The entropy model's effective layers zero-padded to one width (differentiable in the raw parameters)."""
-    widths = [m.shape[1] for m in matrices] + [m.shape[2] for m in matrices]
-    wp = max(2, triton.next_power_of_2(max(widths)))
-    w, b, t = [], [], []
+def pack_parameters(matrices: List[Tensor], biases: List[Tensor], factors: List[Tensor]) -> Float[Tensor, "c 43"]:
+    """The entropy model's effective parameters, 43 per channel in the kernel's order (differentiable)."""
+    channels = matrices[0].shape[0]
+    parts = []
     for i, (matrix, bias) in enumerate(zip(matrices, biases)):
-        out_dim, in_dim = matrix.shape[1], matrix.shape[2]
-        w.append(F.pad(F.softplus(matrix), (0, wp - in_dim, 0, wp - out_dim)))
-        b.append(F.pad(bias[..., 0], (0, wp - out_dim)))
+        parts.append(F.softplus(matrix).reshape(channels, -1))  # [C, out * in], row o, column i
+        parts.append(bias.reshape(channels, -1))
         if i < len(factors):
-            t.append(F.pad(torch.tanh(factors[i][..., 0]), (0, wp - out_dim)))
-        else:
-            t.append(torch.zeros_like(b[-1]))
-    return torch.stack(w, 1), torch.stack(b, 1), torch.stack(t, 1)
+            parts.append(torch.tanh(factors[i]).reshape(channels, -1))
+    return torch.cat(parts, dim=1)
 
 
 class _FusedRate(torch.autograd.Function):
-    """Total bits of ``q`` [n, C] under the packed MLP; the gradients come from the same kernel launch."""
+    """Total bits of ``q`` [n, C] under the packed parameters; the gradients come from the same kernel launch."""
 
     @staticmethod
-    def forward(ctx, q: Tensor, w: Tensor, b: Tensor, t: Tensor, bound: float) -> Tensor:  # noqa: ANN001
+    def forward(ctx, q: Tensor, packed: Tensor, bound: float) -> Tensor:  # noqa: ANN001
         n, channels = q.shape
-        nl, wp = w.shape[1], w.shape[2]
         programs = triton.cdiv(max(n, 1), BLOCK_LATENTS)
-        need_grad = any(ctx.needs_input_grad[:4])
-        dev = q.device
-        bits = torch.empty(programs, channels, device=dev, dtype=torch.float32)
+        need_grad = any(ctx.needs_input_grad[:2])
+        bits = torch.empty(programs, channels, device=q.device, dtype=torch.float32)
         if need_grad:
             grad_q = torch.empty_like(q)
-            gw = torch.empty(programs, channels, nl, wp, wp, device=dev, dtype=torch.float32)
-            gb = torch.empty(programs, channels, nl, wp, device=dev, dtype=torch.float32)
-            gt = torch.empty(programs, channels, nl, wp, device=dev, dtype=torch.float32)
+            grad_packed = torch.empty(programs, channels, NUM_PARAMETERS, device=q.device, dtype=torch.float32)
         else:
-            grad_q = gw = gb = gt = bits  # unused pointers
+            grad_q = grad_packed = bits  # pointers the kernel does not touch
         _rate_kernel[(programs, channels)](
-            q, w, b, t, bits, grad_q, gw, gb, gt, n, bound,
-            C=channels, NL=nl, WP=wp, BLOCK=BLOCK_LATENTS, NEED_GRAD=need_grad,
-        )  # fmt: skip
+            q, packed, bits, grad_q, grad_packed, n, bound, C=channels, BLOCK=BLOCK_LATENTS, NEED_GRAD=need_grad
+        )
         if need_grad:
-            ctx.save_for_backward(grad_q, gw.sum(0), gb.sum(0), gt.sum(0))
+            ctx.save_for_backward(grad_q, grad_packed.sum(0))
         return bits.sum()
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # noqa: ANN001, ANN205
-        grad_q, gw, gb, gt = ctx.saved_tensors
-        return grad_q * grad, gw * grad, gb * grad, gt * grad, None
+        grad_q, grad_packed = ctx.saved_tensors
+        return grad_q * grad, grad_packed * grad, None
 
 
 def fused_rate_bits(
-    q: Float[Tensor, "n channels"], matrices: list, biases: list, factors: list, bound: float
+    q: Float[Tensor, "n channels"], matrices: List[Tensor], biases: List[Tensor], factors: List[Tensor], bound: float
 ) -> Float[Tensor, ""]:
     """-sum log2 P(q) under the factorized model with these raw parameters, in float32 (autocast off)."""
+    widths = tuple(m.shape[1] for m in matrices[:-1])
+    if widths != SUPPORTED_FILTERS or matrices[0].shape[2] != 1 or matrices[-1].shape[1] != 1:
+        raise ValueError(f"the fused rate kernel is written for entropy filters {SUPPORTED_FILTERS}, got {widths}")
     with torch.autocast(device_type=q.device.type, enabled=False):
-        w, b, t = packed_parameters(
-            [m.float() for m in matrices], [x.float() for x in biases], [f.float() for f in factors]
+        packed = pack_parameters(
+            [m.float() for m in matrices], [b.float() for b in biases], [f.float() for f in factors]
         )
-        return _FusedRate.apply(q.float().contiguous(), w.contiguous(), b.contiguous(), t.contiguous(), float(bound))
+        return _FusedRate.apply(q.float().contiguous(), packed.contiguous(), float(bound))
