@@ -1,7 +1,7 @@
 """Run ``shacira`` commands, each in its own forked process under a memory limit and a timeout; report JSON.
 
 Usage: ``python tests/crafted_harness.py cases.json results.json``. ``cases.json`` is a list of
-``{"name": ..., "argv": [...]}``: each ``argv`` goes to ``shacira_nerf.cli.main`` exactly as the console script
+``{"name": ..., "argv": [...]}`` (optionally ``"uid"``: run as that user): each ``argv`` goes to ``shacira_nerf.cli.main`` exactly as the console script
 passes its arguments. The parent imports the heavy modules once, then forks one child per case (so each case costs
 milliseconds instead of a torch import); the child sets ``RLIMIT_AS`` and an alarm, runs the command with its
 stdout and stderr captured in files, prints any escaping exception's traceback like Python does, and exits with the
@@ -34,7 +34,7 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def _child(argv: list, out_path: str, err_path: str, limit: int, timeout: int) -> None:
+def _child(argv: list, out_path: str, err_path: str, limit: int, timeout: int, uid: int | None) -> None:
     from shacira_nerf.cli import main
 
     rc = 1
@@ -45,6 +45,9 @@ def _child(argv: list, out_path: str, err_path: str, limit: int, timeout: int) -
         os.dup2(err_fd, 2)
         sys.stdout = os.fdopen(1, "w", closefd=False)
         sys.stderr = os.fdopen(2, "w", closefd=False)
+        if uid is not None:  # e.g. nobody, so that folder permissions apply even when the suite runs as root
+            os.setgid(uid)
+            os.setuid(uid)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         signal.alarm(timeout)
         rc = main(list(argv))
@@ -69,6 +72,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     import nerfstudio.viewer.viewer  # noqa: F401 - everything a case needs, imported once before the forks
+    import tyro
     from nerfstudio.data.scene_box import SceneBox
 
     import shacira_nerf.cli  # noqa: F401
@@ -76,7 +80,10 @@ def main() -> None:
     import shacira_nerf.nerf.commands  # noqa: F401
     import shacira_nerf.nerf.scene_file
 
-    with torch.device("meta"):  # nerfstudio imports some modules on first use: import them here, once
+    # Modules imported on first use, imported here once (also so that a child that drops to nobody can run):
+    # tyro's parser internals, and nerfstudio's model modules.
+    tyro.cli(shacira_nerf.cli._commands(), args=["render", "x.shac"])
+    with torch.device("meta"):
         config = shacira_nerf.nerf.scene_file.ShaciraModelConfig()
         config.setup(scene_box=SceneBox(aabb=torch.zeros(2, 3)), num_train_data=1, metadata={})
 
@@ -91,7 +98,7 @@ def main() -> None:
             start = time.time()
             pid = os.fork()
             if pid == 0:
-                _child(case["argv"], out_path, err_path, limit, timeout)
+                _child(case["argv"], out_path, err_path, limit, timeout, case.get("uid"))
             _, status, usage = os.wait4(pid, 0)
             results.append({
                 "name": case["name"],

@@ -255,52 +255,93 @@ def scene_cases() -> Dict[str, SceneCase]:
     mc = "model_config"
     return {
         # memory: products of settings, each refused from the header alone
-        "grid beyond the latent cap": (_edit(consistent_scene(num_levels=32, log2_hashmap_size=24, max_res=2**16)),
-                                       "latents, more than the 134,217,728 allowed", True),  # fmt: skip
-        "latents the sections cannot hold": (_edit(consistent_scene(num_levels=16, log2_hashmap_size=20,
-                                                                    max_res=4096)), "too short for its", False),
+        "grid beyond the latent cap": (
+            _edit(consistent_scene(num_levels=32, log2_hashmap_size=24, max_res=2**16)),
+            "latents, more than the 134,217,728 allowed",
+            True,
+        ),  # fmt: skip
+        "latents the sections cannot hold": (
+            _edit(consistent_scene(num_levels=16, log2_hashmap_size=20, max_res=4096)),
+            "too short for its",
+            False,
+        ),
         "colour width 1024": (_edit(consistent_scene(hidden_dim_color=1024)), "missing section 'network/", False),
-        "latent dim 10^6": (_edit(set_path(mc, "latent_dim", 10**6)), "latent_dim must be an integer in [1, 64]",
-                            False),
-        "entropy filters 10^6 wide": (_edit(set_path(mc, "entropy_filters", [10**6, 10**6])), "entropy_filters[0]",
-                                      False),
-        "num_levels 10^9": (_edit(set_path(mc, "num_levels", 10**9)), "num_levels must be an integer in [1, 64]",
-                            False),
-        "proposal settings 10^9": (_edit(set_path(mc, "proposal_net_args_list", [{"num_levels": 10**9}])),
-                                   "proposal_net_args_list[0].num_levels", False),
-        "rendering pass": (_edit(lambda h, s: h[mc].update(eval_num_rays_per_chunk=2**20,
-                                                           num_nerf_samples_per_ray=4096)),
-                           "numbers per rendering pass", False),  # fmt: skip
-        "camera 10^6 x 10^6": (_edit(map_array("cameras", lambda a: _cams(_cams(a, 16, 1e6), 17, 1e6))), "pixels",
-                               False),
+        "latent dim 10^6": (
+            _edit(set_path(mc, "latent_dim", 10**6)),
+            "latent_dim must be an integer in [1, 64]",
+            False,
+        ),
+        "entropy filters 10^6 wide": (
+            _edit(set_path(mc, "entropy_filters", [10**6, 10**6])),
+            "entropy_filters[0]",
+            False,
+        ),
+        "num_levels 10^9": (
+            _edit(set_path(mc, "num_levels", 10**9)),
+            "num_levels must be an integer in [1, 64]",
+            False,
+        ),
+        "proposal settings 10^9": (
+            _edit(set_path(mc, "proposal_net_args_list", [{"num_levels": 10**9}])),
+            "proposal_net_args_list[0].num_levels",
+            False,
+        ),
+        "rendering pass": (
+            _edit(lambda h, s: h[mc].update(eval_num_rays_per_chunk=2**20, num_nerf_samples_per_ray=4096)),
+            "numbers per rendering pass",
+            False,
+        ),  # fmt: skip
+        "camera 10^6 x 10^6": (
+            _edit(map_array("cameras", lambda a: _cams(_cams(a, 16, 1e6), 17, 1e6))),
+            "pixels",
+            False,
+        ),
         "camera width 0": (_edit(map_array("cameras", lambda a: _cams(a, 16, 0))), "whole numbers >= 1", False),
         "camera width 2.5": (_edit(map_array("cameras", lambda a: _cams(a, 16, 2.5))), "whole numbers >= 1", False),
         "header inflates to 60 MiB": (_text(_bomb), "inflates to more than the 65536 bytes allowed", True),
         # types and ranges where the header is read
         "model_config a list": (_edit(set_path(mc, [1, 2])), "model_config must be an object", False),
-        "hidden_dim text": (_edit(set_path(mc, "hidden_dim", "wide")), "model_config.hidden_dim must be an integer",
-                            False),
+        "hidden_dim text": (
+            _edit(set_path(mc, "hidden_dim", "wide")),
+            "model_config.hidden_dim must be an integer",
+            False,
+        ),
         "hidden_dim 1.5": (_edit(set_path(mc, "hidden_dim", 1.5)), "hidden_dim must be an integer", False),
         "hidden_dim true": (_edit(set_path(mc, "hidden_dim", True)), "hidden_dim must be an integer", False),
         "near_plane text": (_edit(set_path(mc, "near_plane", "near")), "near_plane must be a finite number", False),
-        "background colour": (_edit(set_path(mc, "background_color", "plaid")), "background_color must be one of",
-                              False),
+        "background colour": (
+            _edit(set_path(mc, "background_color", "plaid")),
+            "background_color must be one of",
+            False,
+        ),
         "unknown setting": (_edit(set_path(mc, "warp_drive", 9)), "unknown keys", False),
-        "collider text": (_edit(set_path(mc, "collider_params", {"near_plane": "x"})), "collider_params.near_plane",
-                          False),
-        "no proposal args": (_edit(set_path(mc, "proposal_net_args_list", [])), "proposal_net_args_list is empty",
-                             False),
+        "collider text": (
+            _edit(set_path(mc, "collider_params", {"near_plane": "x"})),
+            "collider_params.near_plane",
+            False,
+        ),
+        "no proposal args": (
+            _edit(set_path(mc, "proposal_net_args_list", [])),
+            "proposal_net_args_list is empty",
+            False,
+        ),
         "hidden_dim Infinity": (_text(_replace_json("hidden_dim", "Infinity")), "holds Infinity", True),
         "near_plane NaN": (_text(_replace_json("near_plane", "NaN")), "holds NaN", True),
         "far_plane 1e999": (_text(_replace_json("far_plane", "1e999")), "not finite", True),
         "scene box text": (_edit(set_path("scene_box", "box")), "scene_box must be a list", False),
         "scene box flat": (_edit(set_path("scene_box", [[0, 0, 0], [0, 1, 1]])), "min < max", False),
         "grids a list": (_edit(set_path("grids", [])), "grids must be an object", True),
-        "levels as text": (_edit(set_path("grids", "field", "geometry", "num_levels", "4")),
-                           "grids.field.geometry.num_levels must be an integer", True),  # fmt: skip
+        "levels as text": (
+            _edit(set_path("grids", "field", "geometry", "num_levels", "4")),
+            "grids.field.geometry.num_levels must be an integer",
+            True,
+        ),  # fmt: skip
         "num_latents lies": (_edit(lambda h, s: h["grids"]["field"].update(num_latents=7)), "claims 7 latents", False),
-        "networks text": (_edit(set_path("networks", "field.mlp_base.1.layers.0.weight", "big")), "must be a list",
-                          True),
+        "networks text": (
+            _edit(set_path("networks", "field.mlp_base.1.layers.0.weight", "big")),
+            "must be a list",
+            True,
+        ),
         "estimate text": (_edit(set_path("estimate", "size_MB", "small")), "estimate.size_MB", True),
         "kind a number": (_edit(set_path("kind", 5)), "kind must be a string", True),
         "producer an object": (_edit(set_path("producer", {"a": 1})), "producer must be a string", True),
@@ -309,15 +350,24 @@ def scene_cases() -> Dict[str, SceneCase]:
         "num_cameras lies": (_edit(set_path("num_cameras", 5)), "the header says 5", False),
         "kind with escapes": (_edit(set_path("kind", "\x1b[31mred")), "[31mred", False),
         # silent garbage
-        "NaN weights": (_edit(map_array("network/field.mlp_head.layers.0.weight", lambda a: a * np.nan)),
-                        "non-finite", False),  # fmt: skip
-        "integer weights": (_edit(map_array("network/field.mlp_head.layers.0.weight", lambda a: a.astype(np.int32))),
-                            "expected float16 or float32", False),  # fmt: skip
+        "NaN weights": (
+            _edit(map_array("network/field.mlp_head.layers.0.weight", lambda a: a * np.nan)),
+            "non-finite",
+            False,
+        ),  # fmt: skip
+        "integer weights": (
+            _edit(map_array("network/field.mlp_head.layers.0.weight", lambda a: a.astype(np.int32))),
+            "expected float16 or float32",
+            False,
+        ),  # fmt: skip
         "NaN camera pose": (_edit(map_array("cameras", lambda a: _set(a, (0, 3), np.nan))), "non-finite", False),
         "integer cameras": (_edit(map_array("cameras", lambda a: a.astype(np.int64))), "expected float", False),
         "focal length 0": (_edit(map_array("cameras", lambda a: _set(a, (0, 12), 0.0))), "focal length", False),
-        "table offset 2^40": (_edit(lambda h, s: s.update({"field/table/0": _shifted_table(s["field/table/0"])})),
-                              "outside the latents' range", False),  # fmt: skip
+        "table offset 2^40": (
+            _edit(lambda h, s: s.update({"field/table/0": _shifted_table(s["field/table/0"])})),
+            "outside the latents' range",
+            False,
+        ),  # fmt: skip
         "missing latents": (_edit(drop_section("field/latents/1")), "missing section 'field/latents/1'", False),
         "missing table": (_edit(drop_section("proposal_0/table/1")), "missing section 'proposal_0/table/1'", False),
         "missing network": (_edit(drop_section("network/field.mlp_head.layers.0.weight")), "missing section", False),
@@ -341,30 +391,54 @@ def _shifted_table(payload: bytes) -> bytes:
 
 def image_cases() -> Dict[str, SceneCase]:
     return {
-        "image 2^20 x 2^20": (_edit(consistent_image(height=2**20, width=2**20, max_res=512)),
-                              f"more than the {MAX_IMAGE_PIXELS:,} allowed", True),  # fmt: skip
-        "image at the pixel cap, 12 kB": (_edit(consistent_image(height=2**13 + 1, width=2**13, max_res=512)),
-                                          "pixels, more than the", True),  # fmt: skip
+        "image 2^20 x 2^20": (
+            _edit(consistent_image(height=2**20, width=2**20, max_res=512)),
+            f"more than the {MAX_IMAGE_PIXELS:,} allowed",
+            True,
+        ),  # fmt: skip
+        "image at the pixel cap, 12 kB": (
+            _edit(consistent_image(height=2**13 + 1, width=2**13, max_res=512)),
+            "pixels, more than the",
+            True,
+        ),  # fmt: skip
         "image height 0": (_edit(set_path("image", "height", 0)), "image.height must be an integer in [1,", True),
         "image height text": (_edit(set_path("image", "height", "24")), "image.height must be an integer", True),
         "image a list": (_edit(set_path("image", [24, 32])), "image must be an object", True),
         "field a list": (_edit(set_path("field", [])), "field must be an object", False),
         "hidden 10^6": (_edit(set_path("field", "hidden_dim", 10**6)), "field.hidden_dim must be an integer", False),
         "wide deep MLP": (_edit(consistent_image(hidden_dim=4096, num_hidden_layers=64)), "missing section", False),
-        "levels beyond the latent cap": (_edit(consistent_image(num_levels=64, log2_hashmap_size=26, max_res=2**20)),
-                                         "more than the 134,217,728 allowed", True),  # fmt: skip
-        "latents the section cannot hold": (_edit(consistent_image(num_levels=24, log2_hashmap_size=20,
-                                                                   max_res=2**14)), "too short for its", False),
+        "levels beyond the latent cap": (
+            _edit(consistent_image(num_levels=64, log2_hashmap_size=26, max_res=2**20)),
+            "more than the 134,217,728 allowed",
+            True,
+        ),  # fmt: skip
+        "latents the section cannot hold": (
+            _edit(consistent_image(num_levels=24, log2_hashmap_size=20, max_res=2**14)),
+            "too short for its",
+            False,
+        ),
         "NaN weights": (_edit(map_array("network/mlp.0.weight", lambda a: a * np.nan)), "non-finite", False),
-        "integer weights": (_edit(map_array("network/mlp.0.weight", lambda a: a.astype(np.int16))),
-                            "expected float16 or float32", False),  # fmt: skip
-        "table offset 2^40": (_edit(lambda h, s: s.update({"grid/table/0": _shifted_table(s["grid/table/0"])})),
-                              "outside the latents' range", False),  # fmt: skip
+        "integer weights": (
+            _edit(map_array("network/mlp.0.weight", lambda a: a.astype(np.int16))),
+            "expected float16 or float32",
+            False,
+        ),  # fmt: skip
+        "table offset 2^40": (
+            _edit(lambda h, s: s.update({"grid/table/0": _shifted_table(s["grid/table/0"])})),
+            "outside the latents' range",
+            False,
+        ),  # fmt: skip
         "missing latents": (_edit(drop_section("grid/latents/all")), "missing section 'grid/latents/all'", False),
-        "header inflates to 60 MiB": (_text(lambda h: json.dumps({**h, "pad": " " * (60 * 2**20)})),
-                                      "inflates to more than", True),  # fmt: skip
-        "unknown stream layout": (_edit(set_path("grids", "grid", "latent_streams", "zigzag")),
-                                  "unknown latent stream layout", True),  # fmt: skip
+        "header inflates to 60 MiB": (
+            _text(lambda h: json.dumps({**h, "pad": " " * (60 * 2**20)})),
+            "inflates to more than",
+            True,
+        ),  # fmt: skip
+        "unknown stream layout": (
+            _edit(set_path("grids", "grid", "latent_streams", "zigzag")),
+            "unknown latent stream layout",
+            True,
+        ),  # fmt: skip
     }
 
 
@@ -463,8 +537,12 @@ def test_crafted_image_files_are_refused_in_one_line(tmp_path: Path) -> None:
         {"name": "valid info", "argv": ["info", "valid.shac"]},
     ]
     for name, path in paths.items():
-        jobs.append({"name": f"decompress {name}",
-                     "argv": ["image", "decompress", str(path), str(tmp_path / "x.png"), "--device", "cpu"]})
+        jobs.append(
+            {
+                "name": f"decompress {name}",
+                "argv": ["image", "decompress", str(path), str(tmp_path / "x.png"), "--device", "cpu"],
+            }
+        )
         jobs.append({"name": f"info {name}", "argv": ["info", str(path), "--json"]})  # fmt: skip
     results = run_harness(jobs, tmp_path)
     print(_summary(results))

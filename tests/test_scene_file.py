@@ -178,9 +178,10 @@ def test_bad_files_give_one_line_errors_on_the_command_line(command: str, export
         result = run_cli(args, env, tmp_path, 120)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1, (name, result.stderr[-1500:])
-        assert "Traceback" not in result.stderr and lines[-1].startswith("error: "), (name, result.stderr[-1500:])
-        expected = "malformed image header" if (command, name) == ("info", "image file") else EXPECTED[name]
-        assert expected in lines[-1], (name, lines[-1])
+        assert "Traceback" not in result.stderr and len(lines) == 1, (name, result.stderr[-1500:])
+        assert lines[0].startswith(f"error: {paths[name]}: "), (name, lines[0])  # one form, naming the file
+        expected = "header image must be an object" if (command, name) == ("info", "image file") else EXPECTED[name]
+        assert expected in lines[0], (name, lines[0])
     assert not (tmp_path / "frames").exists()
 
 
@@ -194,6 +195,48 @@ def test_export_to_missing_folder_fails_before_work(short_run: Path, tmp_path: P
     bad = run_cli(["shacira", "export", "--load-config", str(tmp_path / "nope.yml"), "--output-path",
                    str(tmp_path / "x.shac")], env, REPO, 120)  # fmt: skip
     assert bad.returncode == 1 and "no such file" in bad.stderr and not (tmp_path / "x.shac").exists()
+
+
+def _relative_run(short_run: Path, where: Path, data_link: bool) -> Path:
+    """A copy of the short run as `ns-train --data data/shacira-toy --output-dir outputs` run in ``where`` would
+    have left it: relative dataset and output paths in its config.yml. Returns the config's path."""
+    import yaml
+
+    run = where / "outputs" / "toy" / "shacira-tiny" / "short"
+    shutil.copytree(short_run, run)
+    config = yaml.load((run / "config.yml").read_text(), Loader=yaml.Loader)  # our own run's config, as ns-* read it
+    config.output_dir = Path("outputs")
+    config.pipeline.datamanager.data = Path("data/shacira-toy")
+    (run / "config.yml").write_text(yaml.dump(config))
+    if data_link:
+        (where / "data").mkdir()
+        (where / "data" / "shacira-toy").symlink_to(REPO / "data" / "shacira-toy")
+    return run / "config.yml"
+
+
+def test_export_from_another_folder_resolves_the_runs_relative_paths(short_run: Path, tmp_path: Path, env) -> None:
+    """The run stored `--data data/shacira-toy`; export from elsewhere finds it next to where ns-train ran. The
+    message is one line even in a narrow terminal."""
+    config = _relative_run(short_run, tmp_path / "project", data_link=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run_cli(["shacira", "export", "--load-config", str(config), "--output-path", "x.shac"],
+                     {**env, "COLUMNS": "60"}, elsewhere)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (elsewhere / "x.shac").stat().st_size > 0
+    wrote = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Wrote x.shac: ")]
+    assert len(wrote) == 1 and wrote[0].rstrip().endswith(")") and "(step 29)" in wrote[0], result.stderr[-2000:]
+
+
+def test_export_says_which_data_to_pass_when_the_dataset_moved(short_run: Path, tmp_path: Path, env) -> None:
+    config = _relative_run(short_run, tmp_path / "project", data_link=False)
+    result = run_cli(["shacira", "export", "--load-config", str(config), "--output-path", "x.shac"], env, tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    project = tmp_path / "project"
+    assert lines[-1] == (f"error: {config}: dataset {project / 'data' / 'shacira-toy'} not found (ns-train ran in "
+                         f"{project} with --data data/shacira-toy): pass --data <its folder now>")  # fmt: skip
+    assert not (tmp_path / "x.shac").exists()
 
 
 def test_fuzz_truncations_and_bit_flips(exported_scene: Path) -> None:

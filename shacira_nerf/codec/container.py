@@ -534,8 +534,8 @@ def read_file_bytes(path: str | os.PathLike[str]) -> bytes:
             raise ContainerError("is a folder, not a .shac file")
         if st.st_size > MAX_FILE_BYTES:
             raise ContainerError(f"file is {st.st_size:,} bytes, more than the {MAX_FILE_BYTES:,} a .shac file may be")
-        with open(target, "rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
+        with open(target, "rb") as fh:  # read(n) allocates n bytes first: ask for what the file holds
+            data = fh.read(st.st_size + 1)
     except (FileNotFoundError, NotADirectoryError):
         raise ContainerError("no such file") from None
     except IsADirectoryError:
