@@ -14,12 +14,13 @@ the budget of everything they would allocate, from the header alone, before buil
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from shacira_nerf import __version__
 from shacira_nerf.codec import (
     CODER_NAME,
     ContainerError,
+    ForeignFileError,
     decode_container,
     encode_container,
     escape,
@@ -283,9 +285,21 @@ def parse_envelope(header: Dict[str, Any], sections: Dict[str, bytes], kind: Opt
     )
 
 
+@contextlib.contextmanager
+def export_hint() -> Iterator[None]:
+    """Tell the user who passed a training checkpoint how to make a .shac file from it."""
+    try:
+        yield
+    except ForeignFileError as exc:
+        if exc.checkpoint:
+            raise ContainerError(f"{exc}; run `shacira export` to make a .shac file") from None
+        raise
+
+
 def read_envelope(data: bytes, kind: Optional[str] = None) -> Envelope:
     """Verify a file's bytes (every checksum) and check its envelope."""
-    header, sections = decode_container(data)
+    with export_hint():
+        header, sections = decode_container(data)
     return parse_envelope(header, sections, kind)
 
 

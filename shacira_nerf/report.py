@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from shacira_nerf.codec import container_layout, escape
-from shacira_nerf.file_layer import IMAGE_KIND, image_size, parse_envelope
+from shacira_nerf.file_layer import IMAGE_KIND, export_hint, image_size, parse_envelope
 from shacira_nerf.units import BYTES_PER_MB
 
 
@@ -26,7 +26,8 @@ def _kind_of(section: str) -> str:
 
 def file_report(data: bytes) -> Dict[str, Any]:
     """Verify every checksum and describe the file (raises ContainerError if anything is wrong)."""
-    layout = container_layout(data)
+    with export_hint():
+        layout = container_layout(data)
     env = parse_envelope(layout["header"], {})
     by_kind: Dict[str, int] = {"header": layout["header_bytes"]}
     for s in layout["sections"]:

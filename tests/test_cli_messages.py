@@ -11,6 +11,7 @@ import os
 import resource
 import subprocess
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import List, Optional
 
@@ -37,6 +38,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "scene.shac").write_bytes(valid_scene())
     (folder / "image.shac").write_bytes(valid_image())
     (folder / "notes.shac").write_text("just some text\n")
+    with zipfile.ZipFile(folder / "model.ckpt", "w") as archive:
+        archive.writestr("step-000029999/data.pkl", b"\x80\x02}q\x00.")
     return folder
 
 
@@ -56,6 +59,8 @@ def test_errors_have_one_form_that_names_the_file(files: Path) -> None:
         (["info", "missing.shac"], "error: missing.shac: no such file"),
         (["info", "notes.shac"], "error: notes.shac: not a shacira file (bad magic bytes)"),
         (["info", "."], "error: .: is a folder, not a .shac file"),
+        (["info", "model.ckpt"], "error: model.ckpt: not a shacira file: this looks like a PyTorch/nerfstudio "
+                                 "checkpoint (.ckpt, a zip archive); run `shacira export` to make a .shac file"),
         (["render", "image.shac"], "error: image.shac: not a scene file: it holds \"image\" (an image: use `shacira "
                                    "image decompress`)"),  # fmt: skip
         (["image", "decompress", "scene.shac", "out.png"], 'error: scene.shac: not an image file: it holds '

@@ -201,15 +201,9 @@ def _sniff_foreign(data: bytes) -> str:
     if head.startswith(b"\xff\xd8\xff"):
         return "not a shacira file: this is a JPEG image"
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")):
-        return (
-            "not a shacira file: this looks like a PyTorch/nerfstudio checkpoint (.ckpt, a zip archive); "
-            "run `shacira export` to make a .shac file"
-        )
+        return "not a shacira file: this looks like a PyTorch/nerfstudio checkpoint (.ckpt, a zip archive)"
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        return (
-            "not a shacira file: this looks like a pickled (legacy PyTorch) checkpoint; "
-            "run `shacira export` to make a .shac file"
-        )
+        return "not a shacira file: this looks like a pickled (legacy PyTorch) checkpoint"
     if head.startswith(b"\x93NUMPY"):
         return "not a shacira file: this is a NumPy .npy array"
     if head.startswith(b"\x1f\x8b"):
@@ -217,6 +211,15 @@ def _sniff_foreign(data: bytes) -> str:
     if head.lstrip()[:1] in (b"{", b"["):
         return "not a shacira file: this looks like a JSON/text file"
     return "not a shacira file (bad magic bytes)"
+
+
+class ForeignFileError(ContainerError):
+    """Not a shacira file at all; ``checkpoint`` says whether it looks like a training checkpoint (the application
+    can say how to make a file from one)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.checkpoint = "checkpoint" in message
 
 
 class _Section:
@@ -264,9 +267,9 @@ def _parse(data: bytes | bytearray | memoryview) -> tuple[dict[str, Any], int, l
     if size < len(MAGIC):
         if MAGIC.startswith(bytes(view)):
             raise ContainerError(f"truncated file: {size} bytes, too short for the file signature")
-        raise ContainerError(_sniff_foreign(bytes(view)))
+        raise ForeignFileError(_sniff_foreign(bytes(view)))
     if bytes(view[: len(MAGIC)]) != MAGIC:
-        raise ContainerError(_sniff_foreign(bytes(view[:16])))
+        raise ForeignFileError(_sniff_foreign(bytes(view[:16])))
     if size < _PREFIX.size:
         raise ContainerError(f"truncated file: file prefix needs {_PREFIX.size} bytes, {size} left")
     _, version, reserved, header_len = _PREFIX.unpack_from(view, 0)
