@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from shacira_nerf.core.decoder import affine_per_level
 from shacira_nerf.core.entropy_model import FactorizedEntropyModel
 from shacira_nerf.core.hash_grid import corner_indices_and_weights
-from shacira_nerf.core.interpolation_matrix import InterpolationMatrix
+from shacira_nerf.core.lookup import MatrixLookup
 from shacira_nerf.image.field import ImageField, ImageFieldConfig, make_quantizer, pixel_centres
 from shacira_nerf.image.train import REFIT_LR, apply_schedule, image_to_tensor, resolve_device, sga_noise_generator
 
@@ -240,11 +240,11 @@ class _Corners:
 
 
 class _MatrixLookup:
-    """Whole-image steps of members that share one grid geometry: the lookup of every pixel as one sparse matrix
-    (``InterpolationMatrix``) applied to all members' tables at once, stacked as columns."""
+    """Whole-image steps of members that share one grid geometry: core's fixed-point lookup backend
+    (``lookup.MatrixLookup``, one sparse matrix) applied to all members' tables at once, stacked as columns."""
 
     def __init__(self, batch: BatchedImageFields, device: torch.device) -> None:
-        self.matrix = InterpolationMatrix(pixel_centres(batch.height, batch.width, device), batch.geometries[0])
+        self.matrix = MatrixLookup(batch.geometries[0], pixel_centres(batch.height, batch.width, device))
 
     @staticmethod
     def applies(batch: BatchedImageFields, full_batch: bool) -> bool:
@@ -256,7 +256,7 @@ class _MatrixLookup:
         if index is not None:
             raise ValueError("the sparse-matrix lookup serves whole-image steps only")
         B, R, D = q.shape
-        y = self.matrix.apply(q.permute(1, 0, 2).reshape(R, B * D))  # [n, L, B * D]
+        y = self.matrix(q.permute(1, 0, 2).reshape(R, B * D))  # [n, L, B * D]
         return y.view(y.shape[0], y.shape[1], B, D).permute(2, 0, 1, 3)
 
 

@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor
 
 from shacira_nerf.core.hash_grid import corner_indices_and_weights
-from shacira_nerf.core.interpolation_matrix import InterpolationMatrix
+from shacira_nerf.core.lookup import MatrixLookup
 from shacira_nerf.image.field import ImageField, ImageFieldConfig, pixel_centres, schedule_factors
 
 CORNER_CACHE_BYTES = 2 * 1024**3
@@ -91,14 +91,14 @@ class PixelCorners:
 
     ``features(index)`` equals ``grid(pixel_centres(h, w)[index])`` on the pure-torch path (the same gather and
     weighted sum as ``hash_grid_interpolate``, then the per-level decoder), so training is unchanged, only faster.
-    With ``whole_image`` (every step sees every pixel) the lookup is one sparse matrix instead
-    (``InterpolationMatrix``: the same numbers up to summation order, and a backward pass without atomics).
+    With ``whole_image`` (every step sees every pixel) the lookup is core's fixed-point backend instead
+    (``lookup.MatrixLookup``: the same numbers up to summation order, and a backward pass without atomics).
     """
 
     def __init__(self, field: ImageField, device: torch.device, whole_image: bool = False) -> None:
         self.grid = field.grid
         x = pixel_centres(field.height, field.width, device)
-        self.matrix = InterpolationMatrix(x, field.grid.geometry) if whole_image else None
+        self.matrix = MatrixLookup(field.grid.geometry, x) if whole_image else None
         if self.matrix is None:
             rows, weights = corner_indices_and_weights(x, field.grid.geometry)
             self.rows: Int[Tensor, "hw levels corners"] = rows
@@ -122,7 +122,7 @@ class PixelCorners:
         if self.matrix is not None:
             if index is not None:
                 raise ValueError("a whole-image PixelCorners serves every pixel at once (index must be None)")
-            return self.grid.decoder.per_level(self.matrix.apply(table))
+            return self.grid.decoder.per_level(self.matrix(table))
         rows = self.rows if index is None else self.rows[index]
         weights = self.weights if index is None else self.weights[index]
         flat = rows.reshape(-1)
