@@ -554,3 +554,76 @@ def test_crafted_image_files_are_refused_in_one_line(tmp_path: Path) -> None:
         if info_refuses or result["rc"] != 0:
             _assert_refused(result, paths[name], words if info_refuses else "", results["valid info"])
     assert not (tmp_path / "x.png").exists()
+
+
+# -------------------------------------------------------------------------------------------- random fuzzing
+FUZZ_VALUES = [None, True, False, -1, 0, 1, 3, 2**31, 2**63, 10**30, -1e308, 1e-300, 0.5, "", "x", "\x1b[2J",
+               [], {}, [0, 0, 0], [[-1, -1, -1], [1, 1, 1]], {"a": 1}]  # fmt: skip
+
+
+def _leaves(node, path=()) -> List[tuple]:
+    """Every path into a header (containers and leaves alike)."""
+    out = [path] if path else []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out += _leaves(value, (*path, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            out += _leaves(value, (*path, i))
+    return out
+
+
+def fuzzed(data: bytes, count: int, seed: int) -> List[bytes]:
+    """``count`` re-signed copies of a valid file, each with one to three header values replaced at random (any
+    depth, any type: the header is what a stranger controls)."""
+    rng = np.random.default_rng(seed)
+    header = decode_container(data)[0]
+    paths = _leaves(header)
+    out = []
+    for _ in range(count):
+        picks = [paths[int(i)] for i in rng.choice(len(paths), size=int(rng.integers(1, 4)), replace=False)]
+
+        def edit(h: dict, s: Dict[str, bytes], picks=picks) -> None:
+            for path in picks:
+                node = h
+                try:
+                    for key in path[:-1]:
+                        node = node[key]
+                    node[path[-1]] = copy.deepcopy(FUZZ_VALUES[int(rng.integers(len(FUZZ_VALUES)))])
+                except (KeyError, IndexError, TypeError):  # an earlier pick replaced a container on this path
+                    pass
+
+        out.append(craft(data, edit))
+    return out
+
+
+def _assert_clean(result: dict) -> None:
+    """Either it worked, or one error line naming the file; never a traceback."""
+    err = result["stderr"]
+    assert "Traceback" not in err and "\x1b" not in err + result["stdout"], (result["name"], err[-3000:])
+    if result["rc"] != 0:
+        assert result["rc"] == 1 and len(err.strip().splitlines()) == 1, (result["name"], err[-2000:])
+        assert err.startswith(f"error: {result['argv'][1 if result['argv'][0] != 'image' else 2]}: "), err
+
+
+def test_random_header_values_work_or_fail_in_one_line(tmp_path: Path) -> None:
+    """Random replacements of header values (scene: 100 files, image: 60) through render / image decompress and
+    info: each either works or is one error line; none prints a traceback, runs out of memory or hangs."""
+    jobs = []
+    for kind, base, count in (("scene", valid_scene(), 100), ("image", valid_image(), 60)):
+        for i, data in enumerate(fuzzed(base, count, seed=7)):
+            path = tmp_path / f"{kind}{i:03d}.shac"
+            path.write_bytes(data)
+            if kind == "scene":
+                out = ["--output-path", str(tmp_path / f"frames{i}"), "--max-frames", "1", "--device", "cpu"]
+                jobs.append({"name": f"render {path.name}", "argv": ["render", str(path), *out]})
+            else:
+                argv = ["image", "decompress", str(path), str(tmp_path / f"{path.stem}.png"), "--device", "cpu"]
+                jobs.append({"name": f"decompress {path.name}", "argv": argv})
+            jobs.append({"name": f"info {path.name}", "argv": ["info", str(path)]})
+    results = run_harness(jobs, tmp_path)
+    for result in results.values():
+        _assert_clean(result)
+    refused = sum(r["rc"] != 0 for r in results.values())
+    print(f"{len(results)} runs, {refused} refused in one line, {len(results) - refused} worked")
+    assert refused > len(results) // 2  # most random values are wrong somewhere: the checks are exercised
