@@ -114,7 +114,7 @@ def load_rgb_image(path: Path) -> Tuple[np.ndarray, List[str]]:
     except OSError as exc:
         raise UserError(f"cannot read {shown}: {_one_line(exc.strerror or exc)}") from None
     if stat.S_ISDIR(st.st_mode):
-        raise UserError(f"{shown} is a folder, not an image")
+        raise UserError(f"{shown}: is a folder, not an image")
     try:
         with open(path, "rb") as fh:
             head = fh.read(32)
@@ -123,7 +123,7 @@ def load_rgb_image(path: Path) -> Tuple[np.ndarray, List[str]]:
     if not head:
         raise UserError(f"cannot compress {shown}: the file is empty")
     if head.startswith(MAGIC):
-        raise UserError(f"{shown} is already a shacira file, not an image (use `shacira image decompress`)")
+        raise UserError(f"{shown}: already a shacira file, not an image (use `shacira image decompress`)")
     if _zero_size_png(head):
         raise UserError(f"cannot compress {shown}: the image has no pixels (0 wide or 0 high)")
     notes: List[str] = []

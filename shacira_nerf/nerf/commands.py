@@ -126,12 +126,14 @@ def _cameras_from_path_json(path: Path):
     from nerfstudio.cameras.camera_paths import get_path_from_json
 
     if not path.is_file():
-        raise UserError(f"--camera-path {path}: no such file")
+        raise UserError(f"--camera-path {escape(path)}: no such file")
     try:
         spec = json.loads(path.read_text())
         return get_path_from_json(spec), spec.get("seconds"), spec.get("fps")
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"--camera-path {path}: not a nerfstudio camera path ({type(exc).__name__}: {exc})") from None
+        raise UserError(
+            f"--camera-path {escape(path)}: not a nerfstudio camera path ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _png_bytes(image: np.ndarray) -> bytes:
@@ -163,7 +165,7 @@ def check_frames_folder(folder: Path) -> None:
     shown = escape(folder)
     if folder.exists():
         if not folder.is_dir():
-            raise UserError(f"--output-path {shown} exists and is not a folder")
+            raise UserError(f"--output-path {shown}: exists and is not a folder")
         if not os.access(folder, os.W_OK | os.X_OK):
             raise UserError(f"cannot write {shown}: permission denied")
         return
