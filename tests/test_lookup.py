@@ -208,3 +208,14 @@ def test_backend_names_resolve_once_with_one_line_errors() -> None:
             os.environ["TRITON_INTERPRET"] = previous
     if CUDA:
         assert resolve_backend_name("auto", "cuda") == "triton"
+
+
+def test_a_backend_this_machine_cannot_run_fails_when_the_model_is_built() -> None:
+    from nerfstudio.data.scene_box import SceneBox
+
+    from shacira_nerf.nerf.model import ShaciraConfigError, ShaciraModelConfig
+
+    config = ShaciraModelConfig(implementation="tcnn", num_levels=2, log2_hashmap_size=8, max_res=32)
+    with pytest.raises(ShaciraConfigError, match=r"pipeline\.model\.implementation 'tcnn': .*this machine has torch"):
+        config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1, metadata={},
+                     device="cpu")  # fmt: skip

@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from shacira_nerf.core.grid import ShaciraGrid
-from shacira_nerf.core.lookup import LOOKUP_CHOICES, LookupBackendError
+from shacira_nerf.core.lookup import LOOKUP_CHOICES, LookupBackendError, available_backends
 from shacira_nerf.core.quantizer import AnnealedQuantizer
 from shacira_nerf.errors import UserError
 from shacira_nerf.nerf.fields import ShaciraDensityField, ShaciraNerfactoField, make_grid
@@ -34,9 +34,13 @@ from shacira_nerf.nerf.lpips import LazyLPIPS
 from shacira_nerf.nerf.viewer_panel import SizePanel
 from shacira_nerf.units import BYTES_PER_MB
 
+_HERE = "cuda" if torch.cuda.is_available() else "cpu"
+"""The device whose backends a bad ``implementation`` message lists."""
 
-class ShaciraConfigError(UserError, ValueError):
-    """A SHACIRA config value is invalid; the message names the field."""
+
+class ShaciraConfigError(UserError):
+    """A SHACIRA config value is invalid; the message names the field. Not a ValueError, so that tyro lets it
+    through to the plugin's one-line ``error:`` (tyro draws its own multi-line box around a ValueError)."""
 
 
 @dataclass
@@ -81,7 +85,7 @@ class ShaciraModelConfig(NerfactoModelConfig):
             (
                 self.implementation in LOOKUP_CHOICES,
                 "implementation",
-                f"must be one of {', '.join(LOOKUP_CHOICES)}",
+                f"must be one of {', '.join(LOOKUP_CHOICES)} (this machine has {', '.join(available_backends(_HERE))})",
                 self.implementation,
             ),
             (self.num_levels >= 1, "num_levels", "must be >= 1", self.num_levels),
@@ -235,10 +239,13 @@ class ShaciraModel(NerfactoModel):
         bits = 0.0
         for g in self.grids.values():
             q = torch.round(g.latents.values)
-            bits += float(-torch.log2(g.entropy_model.likelihood(q)).sum())
             lo, hi = q.min(dim=0).values, q.max(dim=0).values
             mass = g.entropy_model.cdf(torch.stack([hi + 0.5])) - g.entropy_model.cdf(torch.stack([lo - 0.5]))
-            bits += float((q.shape[0] * torch.log2(mass.clamp_min(1e-30))).sum())
+            grid_bits = float(-torch.log2(g.entropy_model.likelihood(q)).sum())
+            grid_bits += float((q.shape[0] * torch.log2(mass.clamp_min(1e-30))).sum())
+            # Renormalised probabilities are <= 1, so the true count is >= 0; when every latent of a dimension rounds
+            # to one value, the two sums cancel and float rounding leaves them a hair either side of zero.
+            bits += max(grid_bits, 0.0)
         floats = sum(t.numel() for t in self.stored_network_tensors().values())
         latents = self.num_latents()
         estimate = {
