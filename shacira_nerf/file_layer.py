@@ -114,6 +114,7 @@ def need_int(value: Any, what: str, lo: int, hi: int) -> int:
 def need_number(value: Any, what: str, lo: float = -math.inf, hi: float = math.inf) -> float:
     """A finite number in ``[lo, hi]``."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (isinstance(value, float) or -(2**1000) < value < 2**1000)  # a JSON integer may exceed float64
     if not ok or not math.isfinite(value) or not lo <= value <= hi:
         limits = "a finite number" if (lo, hi) == (-math.inf, math.inf) else f"a number in [{lo:g}, {hi:g}]"
         raise ContainerError(f"header {what} must be {limits}, got {shown(value)}")

@@ -328,6 +328,7 @@ def scene_cases() -> Dict[str, SceneCase]:
         "hidden_dim Infinity": (_text(_replace_json("hidden_dim", "Infinity")), "holds Infinity", True),
         "near_plane NaN": (_text(_replace_json("near_plane", "NaN")), "holds NaN", True),
         "far_plane 1e999": (_text(_replace_json("far_plane", "1e999")), "not finite", True),
+        "far_plane 10^400": (_edit(set_path(mc, "far_plane", 10**400)), "far_plane must be a finite number", False),
         "scene box text": (_edit(set_path("scene_box", "box")), "scene_box must be a list", False),
         "scene box flat": (_edit(set_path("scene_box", [[0, 0, 0], [0, 1, 1]])), "min < max", False),
         "grids a list": (_edit(set_path("grids", [])), "grids must be an object", True),
@@ -557,7 +558,7 @@ def test_crafted_image_files_are_refused_in_one_line(tmp_path: Path) -> None:
 
 
 # -------------------------------------------------------------------------------------------- random fuzzing
-FUZZ_VALUES = [None, True, False, -1, 0, 1, 3, 2**31, 2**63, 10**30, -1e308, 1e-300, 0.5, "", "x", "\x1b[2J",
+FUZZ_VALUES = [None, True, False, -1, 0, 1, 3, 2**31, 2**63, 10**30, 10**400, -1e308, 1e-300, 0.5, "", "x", "\x1b[2J",
                [], {}, [0, 0, 0], [[-1, -1, -1], [1, 1, 1]], {"a": 1}]  # fmt: skip
 
 
