@@ -66,31 +66,40 @@ def _corner_row_and_weight(
 
 
 @triton.jit
-def _interpolate_forward_kernel(
-    x_ptr, table_ptr, out_ptr, scales_ptr, res_ptr, sizes_ptr, offsets_ptr, dense_ptr, n, num_levels, prime1, prime2,
-    C: tl.constexpr, CP: tl.constexpr, DIM: tl.constexpr, BLOCK: tl.constexpr,
-):  # fmt: skip
-    pid = tl.program_id(0)
+def _block_of_level(scales_ptr, res_ptr, sizes_ptr, offsets_ptr, dense_ptr, n, num_levels, C: tl.constexpr,
+                    CP: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+    """This program's points, their mask, the level's constants, and where each (point, channel) of the level sits
+    in the [n, levels, C] output."""
     level = tl.program_id(1)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
+    ch = tl.arange(0, CP)
+    m = mask[:, None] & (ch < C)[None, :]
+    out_offs = offs.to(tl.int64)[:, None] * (num_levels * C) + level * C + ch[None, :]
     scale = tl.load(scales_ptr + level)
     res = tl.load(res_ptr + level)
     size = tl.load(sizes_ptr + level)
     offset = tl.load(offsets_ptr + level)
     dense = tl.load(dense_ptr + level) != 0
-    ch = tl.arange(0, CP)
-    ch_mask = ch < C
+    return offs, mask, ch, m, out_offs, scale, res, size, offset, dense
+
+
+@triton.jit
+def _interpolate_forward_kernel(
+    x_ptr, table_ptr, out_ptr, scales_ptr, res_ptr, sizes_ptr, offsets_ptr, dense_ptr, n, num_levels, prime1, prime2,
+    C: tl.constexpr, CP: tl.constexpr, DIM: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    offs, mask, ch, m, out_offs, scale, res, size, offset, dense = _block_of_level(
+        scales_ptr, res_ptr, sizes_ptr, offsets_ptr, dense_ptr, n, num_levels, C, CP, BLOCK
+    )
     acc = tl.zeros((BLOCK, CP), tl.float32)
     for corner in tl.static_range(2**DIM):
         row, weight = _corner_row_and_weight(
             x_ptr, offs, mask, scale, res, size, offset, dense, prime1, prime2, corner, DIM
         )
-        m = mask[:, None] & ch_mask[None, :]
         values = tl.load(table_ptr + row[:, None] * C + ch[None, :], mask=m, other=0.0)
         acc += values * weight[:, None]
-    out_offs = offs.to(tl.int64)[:, None] * (num_levels * C) + level * C + ch[None, :]
-    tl.store(out_ptr + out_offs, acc, mask=mask[:, None] & ch_mask[None, :])
+    tl.store(out_ptr + out_offs, acc, mask=m)
 
 
 @triton.jit
@@ -98,18 +107,9 @@ def _interpolate_backward_kernel(
     x_ptr, grad_out_ptr, grad_table_ptr, scales_ptr, res_ptr, sizes_ptr, offsets_ptr, dense_ptr, n, num_levels, prime1, prime2,
     C: tl.constexpr, CP: tl.constexpr, DIM: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
-    pid = tl.program_id(0)
-    level = tl.program_id(1)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
-    scale = tl.load(scales_ptr + level)
-    res = tl.load(res_ptr + level)
-    size = tl.load(sizes_ptr + level)
-    offset = tl.load(offsets_ptr + level)
-    dense = tl.load(dense_ptr + level) != 0
-    ch = tl.arange(0, CP)
-    m = mask[:, None] & (ch < C)[None, :]
-    g_offs = offs.to(tl.int64)[:, None] * (num_levels * C) + level * C + ch[None, :]
+    offs, mask, ch, m, g_offs, scale, res, size, offset, dense = _block_of_level(
+        scales_ptr, res_ptr, sizes_ptr, offsets_ptr, dense_ptr, n, num_levels, C, CP, BLOCK
+    )
     grad = tl.load(grad_out_ptr + g_offs, mask=m, other=0.0)
     # Adding 0 changes nothing: skip it. nerfacto zeroes the density of samples outside the scene box, and with the
     # Blender flags those are all moved to one point, so millions of zero gradients would contend for eight rows.

@@ -45,8 +45,9 @@ def _tanh(a):
 
 
 @triton.jit
-def _logit(x, p):
-    """The CDF logit of the (1, 3, 3, 3, 1) MLP with effective parameters at ``p`` (``pack_parameters``)."""
+def _forward(x, p):
+    """The (1, 3, 3, 3, 1) MLP with effective parameters at ``p`` (``pack_parameters``): the CDF logit z and the
+    tanh values and outputs of the hidden layers (what the backward pass needs)."""
     a10 = tl.load(p + 0) * x + tl.load(p + 3)
     a11 = tl.load(p + 1) * x + tl.load(p + 4)
     a12 = tl.load(p + 2) * x + tl.load(p + 5)
@@ -75,40 +76,60 @@ def _logit(x, p):
     t32 = _tanh(a32)
     h32 = a32 + tl.load(p + 38) * t32
     z = tl.load(p + 39) * h30 + tl.load(p + 40) * h31 + tl.load(p + 41) * h32 + tl.load(p + 42)
-    return z
+    return (
+        z,
+        t10,
+        t11,
+        t12,
+        t20,
+        t21,
+        t22,
+        t30,
+        t31,
+        t32,
+        h10,
+        h11,
+        h12,
+        h20,
+        h21,
+        h22,
+        h30,
+        h31,
+        h32,
+    )
+
+
+@triton.jit
+def _logit(x, p):
+    """The CDF logit of the MLP at x (the hidden values are dead code here, and compiled away)."""
+    return _forward(x, p)[0]
 
 
 @triton.jit
 def _logit_backward(x, dz, p):
     """Given dz = d bits / d logit at x: d bits / d x and the per-element gradient of each of the 43 effective
     parameters, in ``pack_parameters`` order (the forward pass is recomputed: cheaper than storing it)."""
-    a10 = tl.load(p + 0) * x + tl.load(p + 3)
-    a11 = tl.load(p + 1) * x + tl.load(p + 4)
-    a12 = tl.load(p + 2) * x + tl.load(p + 5)
-    t10 = _tanh(a10)
-    h10 = a10 + tl.load(p + 6) * t10
-    t11 = _tanh(a11)
-    h11 = a11 + tl.load(p + 7) * t11
-    t12 = _tanh(a12)
-    h12 = a12 + tl.load(p + 8) * t12
-    a20 = tl.load(p + 9) * h10 + tl.load(p + 10) * h11 + tl.load(p + 11) * h12 + tl.load(p + 18)
-    a21 = tl.load(p + 12) * h10 + tl.load(p + 13) * h11 + tl.load(p + 14) * h12 + tl.load(p + 19)
-    a22 = tl.load(p + 15) * h10 + tl.load(p + 16) * h11 + tl.load(p + 17) * h12 + tl.load(p + 20)
-    t20 = _tanh(a20)
-    h20 = a20 + tl.load(p + 21) * t20
-    t21 = _tanh(a21)
-    h21 = a21 + tl.load(p + 22) * t21
-    t22 = _tanh(a22)
-    h22 = a22 + tl.load(p + 23) * t22
-    a30 = tl.load(p + 24) * h20 + tl.load(p + 25) * h21 + tl.load(p + 26) * h22 + tl.load(p + 33)
-    a31 = tl.load(p + 27) * h20 + tl.load(p + 28) * h21 + tl.load(p + 29) * h22 + tl.load(p + 34)
-    a32 = tl.load(p + 30) * h20 + tl.load(p + 31) * h21 + tl.load(p + 32) * h22 + tl.load(p + 35)
-    t30 = _tanh(a30)
-    h30 = a30 + tl.load(p + 36) * t30
-    t31 = _tanh(a31)
-    h31 = a31 + tl.load(p + 37) * t31
-    t32 = _tanh(a32)
-    h32 = a32 + tl.load(p + 38) * t32
+    (
+        _,
+        t10,
+        t11,
+        t12,
+        t20,
+        t21,
+        t22,
+        t30,
+        t31,
+        t32,
+        h10,
+        h11,
+        h12,
+        h20,
+        h21,
+        h22,
+        h30,
+        h31,
+        h32,
+    ) = _forward(x, p)
     # output layer (3 -> 1, no nonlinearity)
     gw4_0 = dz * h30
     g30 = dz * tl.load(p + 39)
