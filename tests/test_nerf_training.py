@@ -32,9 +32,19 @@ def test_tiny_preset_trains_and_writes_a_checkpoint(short_run: Path) -> None:
 
 
 def test_training_logs_the_size_estimate(short_run: Path) -> None:
-    size = _scalars(short_run, "Train Metrics Dict/estimate_size_MB")
-    bits = _scalars(short_run, "Train Metrics Dict/estimate_bits_per_latent")
-    assert size and bits and 0 < size[-1][1] < 10 and 0 < bits[-1][1] < 32
+    """Every logged estimate is a size: bits >= 0 (0 while all latents still round alike), networks > 0, sum = total.
+
+    Early in training every latent of a dimension rounds to one value, which costs 0 bits; the estimate's two sums
+    then cancel, and before the clamp float rounding left them at -1.1e-7 on some machines and +1e-7 on others.
+    """
+    names = ("size_MB", "bits_per_latent", "latent_MB", "network_MB")
+    logged = {name: _scalars(short_run, f"Train Metrics Dict/estimate_{name}") for name in names}
+    steps = [step for step, _ in logged["size_MB"]]
+    assert len(steps) >= 2 and all([step for step, _ in values] == steps for values in logged.values())
+    for (_, size), (_, bits), (_, latent), (_, network) in zip(*logged.values()):
+        assert 0 <= bits < 32 and latent >= 0  # a latent never costs more than a float32
+        assert 0 < network < 10
+        assert size == pytest.approx(latent + network, rel=1e-6)  # tensorboard stores float32
 
 
 def test_rate_term_trains_the_latents(trained_runs: Dict[str, Path]) -> None:
@@ -90,16 +100,6 @@ def test_bad_config_values_fail_at_start_naming_the_field(flag: str, value: str,
     assert f"pipeline.model.{field}" in result.stderr
     assert "Traceback" not in result.stderr
     assert not list(tmp_path.iterdir())  # nothing written
-
-
-def test_missing_data_folder_is_one_line(env, tmp_path) -> None:
-    result = run_cli(
-        ["ns-train", "shacira-tiny", "--data", str(tmp_path / "nope"), "--output-dir", str(tmp_path / "o")], env, REPO,
-        300,
-    )  # fmt: skip
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == f"error: --data {tmp_path / 'nope'}: no such folder"
 
 
 def test_methods_are_registered() -> None:
