@@ -8,21 +8,26 @@ models: the appendix's 1e-4 leaves the CDFs far from the latents' distribution f
 entropy model of a trained shacira-tiny grid with Adam: 4.06 bits/latent after 1500 steps at 1e-4, 2.19 at 1e-3,
 2.17 after 300 steps at 1e-2, against an empirical entropy of 2.16), and a mis-fitted model both inflates the coded
 file and points the rate gradient the wrong way. ``shacira`` (30k steps) uses 1e-3, ``shacira-tiny`` 1e-2.
+
+Both read a Blender-format folder or nerfstudio-data (``auto-data``), and both check ``--data`` when tyro builds the
+config, before nerfstudio prints it or writes ``outputs/`` (``ShaciraTrainerConfig``). Their evaluation loaders use at
+most as many worker processes as the machine has CPUs (``ShaciraDataManagerConfig``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
-from nerfstudio.data.datamanagers.parallel_datamanager import ParallelDataManagerConfig
-from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
-from shacira_nerf.nerf.dataparser import AutoDataParserConfig
+from shacira_nerf.nerf.datamanager import ShaciraDataManagerConfig
+from shacira_nerf.nerf.dataparser import AutoDataParserConfig, check_scene_folder, print_blender_benchmark_hint
 from shacira_nerf.nerf.model import ShaciraModelConfig
 from shacira_nerf.nerf.pipeline import ShaciraPipelineConfig
 
@@ -50,16 +55,36 @@ def shacira_optimizers(max_steps: int = 200000, networks_lr: float = 5e-4, entro
     }
 
 
+@dataclass
+class ShaciraTrainerConfig(TrainerConfig):
+    """nerfstudio's TrainerConfig, plus a check of ``--data`` as soon as tyro has built the config.
+
+    ``ns-train`` prints the whole config and writes ``outputs/.../config.yml`` before its datamanager first looks at
+    the data folder; tyro calls ``__post_init__`` while it parses the command line, before either. The defaults
+    (built at import) have no ``--data``, and a run reloaded from ``config.yml`` is not re-checked (yaml does not
+    call ``__init__``).
+    """
+
+    def __post_init__(self) -> None:
+        datamanager = self.pipeline.datamanager
+        data = self.data if self.data is not None else getattr(datamanager, "data", None)
+        if data is None:
+            return
+        dataparser = getattr(datamanager, "dataparser", None)
+        check_scene_folder(data, dataparser)
+        print_blender_benchmark_hint(data, dataparser, self.pipeline.model)
+
+
 shacira = MethodSpecification(
-    config=TrainerConfig(
+    config=ShaciraTrainerConfig(
         method_name="shacira",
         steps_per_eval_batch=500,
         steps_per_save=2000,
         max_num_iterations=30000,
         mixed_precision=True,
         pipeline=ShaciraPipelineConfig(
-            datamanager=ParallelDataManagerConfig(
-                dataparser=NerfstudioDataParserConfig(),
+            datamanager=ShaciraDataManagerConfig(
+                dataparser=AutoDataParserConfig(),
                 train_num_rays_per_batch=4096,
                 eval_num_rays_per_batch=4096,
             ),
@@ -79,7 +104,7 @@ shacira = MethodSpecification(
 TINY_ITERATIONS = 1500
 
 shacira_tiny = MethodSpecification(
-    config=TrainerConfig(
+    config=ShaciraTrainerConfig(
         method_name="shacira-tiny",
         steps_per_eval_batch=250,
         steps_per_eval_image=500,
@@ -89,7 +114,7 @@ shacira_tiny = MethodSpecification(
         mixed_precision=False,
         machine=MachineConfig(device_type="cuda" if torch.cuda.is_available() else "cpu"),
         pipeline=ShaciraPipelineConfig(
-            datamanager=ParallelDataManagerConfig(
+            datamanager=ShaciraDataManagerConfig(
                 dataparser=AutoDataParserConfig(),
                 train_num_rays_per_batch=512,
                 eval_num_rays_per_batch=512,
