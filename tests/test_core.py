@@ -266,3 +266,24 @@ def test_integer_latents_are_rounded_values() -> None:
     assert ints.dtype == torch.int32
     assert np.array_equal(ints.numpy(), np.round(grid.latents.values.detach().numpy()).astype(np.int32))
     assert math.isclose(float(hash_grid_interpolate(grid.latents.values, torch.rand(3, 2), g).shape[1]), 1)
+
+
+def test_size_estimate_is_the_renormalised_self_information_and_never_negative() -> None:
+    """The contract's estimate equals -sum log2 of each channel's pmf renormalised over [min, max] (an independent
+    float64 formulation through ``pmf``), and a channel whose latents are all one integer costs ~0 bits, never < 0
+    (float rounding once made it -1e-7 on some machines)."""
+    from shacira_nerf.core.entropy_model import FactorizedEntropyModel
+
+    torch.manual_seed(3)
+    model = FactorizedEntropyModel(2)
+    q = torch.stack([torch.round(torch.randn(5000) * 3), torch.full((5000,), 2.0)], dim=1)
+    expected = 0.0
+    for d in range(2):
+        lo, hi = int(q[:, d].min()), int(q[:, d].max())
+        pmf = model.pmf(d, lo, hi)
+        pmf = pmf / pmf.sum()
+        counts = torch.bincount((q[:, d] - lo).long(), minlength=hi - lo + 1).double().numpy()
+        expected += float(-(counts * np.log2(np.maximum(pmf, 1e-300))).sum())
+    assert model.estimate_bits(q) == pytest.approx(expected, rel=1e-4)
+    constant = torch.full((1000, 2), -4.0)
+    assert 0.0 <= model.estimate_bits(constant) < 1e-3

@@ -35,7 +35,36 @@ LIKELIHOOD_BOUND = 1e-9
 """Smallest likelihood the rate term sees: bounds the bits of one latent at about 30 (keeps log2 finite)."""
 
 
-class FactorizedEntropyModel(nn.Module):
+class EntropyModel(nn.Module):
+    """What the rest of the package asks of an entropy model over integer latents [n, channels] (in CompressAI's
+    spirit: one object owns the likelihood for training, the size estimate, and the probabilities the coder's
+    tables are built from; decoding reads those stored tables, never the model).
+    """
+
+    channels: int
+
+    def likelihood(self, x: Float[Tensor, "n channels"]) -> Float[Tensor, "n channels"]:
+        """Differentiable probability of each (possibly soft-rounded) latent, bounded below."""
+        raise NotImplementedError
+
+    def bits(self, x: Float[Tensor, "n channels"], fused: bool = False) -> Float[Tensor, ""]:
+        """Differentiable total bits -sum log2 P(x) in float32: the rate term of the loss."""
+        return bits_from_likelihoods(self.likelihood(x))
+
+    @torch.no_grad()
+    def estimate_bits(self, integers: Float[Tensor, "n channels"]) -> float:
+        """Estimated coded bits of these integer latents as the coder codes them: each channel's probabilities
+        renormalised over the integers it uses ([min, max]). An estimate: the stored tables are quantized to 16 bits
+        and each coded stream ends with a few bytes, so the file is a little larger (and the file is the truth).
+        """
+        raise NotImplementedError
+
+    def pmf(self, channel: int, low: int, high: int) -> np.ndarray:
+        """Float64 probabilities of the integers ``low..high`` of one channel: what the coder's tables come from."""
+        raise NotImplementedError
+
+
+class FactorizedEntropyModel(EntropyModel):
     """Per-dimension monotone CDF MLPs.
 
     Args:
@@ -116,6 +145,19 @@ class FactorizedEntropyModel(nn.Module):
                 raise ValueError(f"expected {self.channels} latent channels, got shape {tuple(x.shape)}")
             return fused_rate_bits(x, list(self.matrices), list(self.biases), list(self.factors), LIKELIHOOD_BOUND)
         return bits_from_likelihoods(self.likelihood(x))
+
+    @torch.no_grad()
+    def estimate_bits(self, integers: Float[Tensor, "n channels"]) -> float:
+        """See ``EntropyModel.estimate_bits``; per channel: -sum log2 P(k) + n log2 (mass of [min, max])."""
+        if integers.numel() == 0:
+            return 0.0
+        bits = -torch.log2(self.likelihood(integers)).double().sum(dim=0)
+        lo, hi = integers.min(dim=0).values, integers.max(dim=0).values
+        mass = self.cdf(torch.stack([hi + 0.5])) - self.cdf(torch.stack([lo - 0.5]))
+        bits = bits + integers.shape[0] * torch.log2(mass.clamp_min(1e-30)).double().squeeze(0)
+        # Renormalised probabilities are <= 1, so each channel's true count is >= 0; when every latent of a channel
+        # is one integer the two sums cancel and float rounding would leave them a hair either side of zero.
+        return float(bits.clamp_min(0.0).sum())
 
     @torch.no_grad()
     def pmf(self, channel: int, low: int, high: int) -> np.ndarray:

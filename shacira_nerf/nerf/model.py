@@ -236,16 +236,7 @@ class ShaciraModel(NerfactoModel):
         actually used ([min, max]); what it leaves out is the 16-bit quantization of the stored tables, the range
         coder's final bytes per stream and the header (see ``shacira info`` for the file's real byte counts).
         """
-        bits = 0.0
-        for g in self.grids.values():
-            q = torch.round(g.latents.values)
-            lo, hi = q.min(dim=0).values, q.max(dim=0).values
-            mass = g.entropy_model.cdf(torch.stack([hi + 0.5])) - g.entropy_model.cdf(torch.stack([lo - 0.5]))
-            grid_bits = float(-torch.log2(g.entropy_model.likelihood(q)).sum())
-            grid_bits += float((q.shape[0] * torch.log2(mass.clamp_min(1e-30))).sum())
-            # Renormalised probabilities are <= 1, so the true count is >= 0; when every latent of a dimension rounds
-            # to one value, the two sums cancel and float rounding leaves them a hair either side of zero.
-            bits += max(grid_bits, 0.0)
+        bits = sum(g.entropy_model.estimate_bits(torch.round(g.latents.values)) for g in self.grids.values())
         floats = sum(t.numel() for t in self.stored_network_tensors().values())
         latents = self.num_latents()
         estimate = {
