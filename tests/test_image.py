@@ -366,7 +366,9 @@ def test_command_line_prints_one_line_and_exits_non_zero(tmp_path: Path) -> None
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert proc.returncode == 1
-    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: not an image file")
+    # One line in the form `error: <file>: <why>`, naming the file.
+    assert proc.stderr.strip().count("\n") == 0
+    assert proc.stderr.startswith(f"error: {tmp_path / 'scene.shac'}: not an image file")
     assert not (tmp_path / "o.png").exists()
 
 
