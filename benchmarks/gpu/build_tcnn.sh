@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# tiny-cuda-nn for the device machine, from source (no PyPI wheel exists). NOT YET RUN END TO END: the recipe the
+# fast-path issue asks for, prepared on 2026-12-01 when no device time was left to build it.
+#
+#   here:   bash benchmarks/gpu/build_tcnn.sh prepare TCNN_GIT CUTLASS_GIT FMT_GIT   # the fetch tool's git dirs
+#           -> .tcnn/ (about 20 MB: tiny-cuda-nn's sources, cutlass's headers, fmt), ignored by git
+#   device: bash benchmarks/gpu/build_tcnn.sh build [--no-networks]       # carry .tcnn; installs into /tmp/site
+#           then: python3 -m pytest -q tests/test_lookup.py  (the tcnn backend joins the whole-grid test)
+#
+# The submodule commits are the ones tiny-cuda-nn's tree pins (dependencies/cutlass, dependencies/fmt).
+set -euo pipefail
+cmd=${1:?prepare|build}
+case "$cmd" in
+  prepare)
+    tcnn=${2:?TCNN_GIT}; cutlass=${3:?CUTLASS_GIT}; fmt=${4:?FMT_GIT}
+    rm -rf .tcnn && mkdir -p .tcnn
+    git -C "$tcnn" archive HEAD include src bindings dependencies CMakeLists.txt LICENSE.txt | tar -x -C .tcnn
+    pin() { git -C "$tcnn" ls-tree HEAD "dependencies/$1" | awk '{print $3}'; }
+    rm -rf .tcnn/dependencies/cutlass .tcnn/dependencies/fmt
+    mkdir -p .tcnn/dependencies/cutlass .tcnn/dependencies/fmt
+    git -C "$cutlass" archive "$(pin cutlass)" include tools/util/include | tar -x -C .tcnn/dependencies/cutlass
+    git -C "$fmt" archive "$(pin fmt)" include src | tar -x -C .tcnn/dependencies/fmt
+    grep -qx '/.tcnn/' .git/info/exclude 2>/dev/null || echo '/.tcnn/' >> .git/info/exclude
+    du -sh .tcnn
+    ;;
+  build)
+    shift
+    # One architecture (the H200 is sm_90): a fraction of the default multi-architecture build time.
+    export TCNN_CUDA_ARCHITECTURES=${TCNN_CUDA_ARCHITECTURES:-90} MAX_JOBS=${MAX_JOBS:-16}
+    (cd .tcnn/bindings/torch && python3 setup.py build_ext -j "$MAX_JOBS" "$@" bdist_wheel -d /tmp/tcnn-wheel)
+    python3 -m pip install -q --no-deps --no-index --target /tmp/site /tmp/tcnn-wheel/*.whl
+    PYTHONPATH=/tmp/site python3 -c "import tinycudann; print('tinycudann', tinycudann.__file__)"
+    ;;
+  *) echo "usage: $0 prepare TCNN_GIT CUTLASS_GIT FMT_GIT | build [--no-networks]" >&2; exit 2 ;;
+esac
