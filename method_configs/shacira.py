@@ -16,6 +16,7 @@ most as many worker processes as the machine has CPUs (``ShaciraDataManagerConfi
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -67,10 +68,16 @@ class ShaciraTrainerConfig(TrainerConfig):
 
     def __post_init__(self) -> None:
         datamanager = self.pipeline.datamanager
+        dataparser = getattr(datamanager, "dataparser", None)
         data = self.data if self.data is not None else getattr(datamanager, "data", None)
+        if data is None and dataclasses.is_dataclass(dataparser):
+            # `ns-train shacira auto-data --data X`: X is the dataparser's own; a value other than its default was
+            # given on the command line.
+            default = {f.name: f.default for f in dataclasses.fields(dataparser)}.get("data", dataclasses.MISSING)
+            if getattr(dataparser, "data", default) != default:
+                data = dataparser.data
         if data is None:
             return
-        dataparser = getattr(datamanager, "dataparser", None)
         check_scene_folder(data, dataparser)
         print_blender_benchmark_hint(data, dataparser, self.pipeline.model)
 

@@ -9,6 +9,7 @@ Everything runs offline on CPU with an empty torch cache (no AlexNet weights), a
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -113,3 +114,12 @@ def loaded_checkpoint(short_run: Path):
 
 
 PYTHON = sys.executable
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The plugin's known third-party warnings stay hidden in tests too (pytest resets the filters for each test)."""
+    from shacira_nerf.warnings_filter import KNOWN_WARNINGS
+
+    for known in KNOWN_WARNINGS:
+        message, module = re.escape(known.message), re.escape(known.module)
+        config.addinivalue_line("filterwarnings", f"ignore:{message}:{known.category.__name__}:{module}\\Z")

@@ -90,8 +90,13 @@ def test_blender_hint_leaves_out_the_flags_already_given(tmp_path: Path) -> None
 def test_missing_data_folder_fails_before_the_config_dump(env, tmp_path: Path) -> None:
     """One `error:` line naming the folder, exit 1, no config printed, no outputs/ folder made."""
     missing = tmp_path / "no-such-scene"
-    for method in ("shacira-tiny", "shacira"):
-        result = run_cli(["ns-train", method, "--data", str(missing)], env, tmp_path, 300)
+    commands = [
+        ["ns-train", "shacira-tiny", "--data", str(missing)],
+        ["ns-train", "shacira", "--data", str(missing)],
+        ["ns-train", "shacira-tiny", "nerfstudio-data", "--data", str(missing)],  # the dataparser's own --data
+    ]
+    for command in commands:
+        result = run_cli(command, env, tmp_path, 300)
         output = result.stdout + result.stderr
         assert result.returncode == 1, output[-3000:]
         errors = [line for line in output.splitlines() if line.startswith("error:")]
