@@ -4,7 +4,11 @@
 # Everything lives under /tmp/bench on the GPU machine ($OUT is emptied before every call):
 #   bash benchmarks/gpu/bg.sh setup                      copy the scripts and .gpu/* scenes to /tmp/bench
 #   bash benchmarks/gpu/bg.sh start NAME SCENE METHOD ITERS [ns-train args]   SCENE: a folder name under .gpu
+#   bash benchmarks/gpu/bg.sh finish NAME SCENE METHOD ITERS [ns-train args]  in the FOREGROUND of a later call:
+#                                                        evaluate, export and summarise a run that `start` trained
 #   bash benchmarks/gpu/bg.sh stop NAME                  end one run (its training or evaluation)
+# A process that a background job starts after the call that launched it has returned cannot load torch (oneMKL
+# fails; 12 evaluations of 12 died so): `start` only trains, and `finish` runs the rest from a call's foreground.
 #   bash benchmarks/gpu/bg.sh kodak [image_kodak.py flags]   gpu/kodak.sh in the background, from a copy of this
 #                                                        tree and .kodak/ (carry it) under /tmp/bench
 # Each background run is limited to OMP_NUM_THREADS threads (default 4): three nerfacto runs left at torch's default
@@ -13,7 +17,7 @@
 #                                                        runs.jsonl, logs.tgz and FILES (from /tmp/bench/out) to $OUT
 set -uo pipefail
 root=/tmp/bench
-case "${1:?setup|start|watch}" in
+case "${1:?setup|start|finish|watch|stop|kodak}" in
 setup)
   mkdir -p $root/bin $root/out $root/data
   cp benchmarks/gpu/*.sh benchmarks/gpu/*.py $root/bin/
@@ -22,9 +26,12 @@ setup)
   ls $root/data ;;
 start)
   shift; name=$1; scene=$2; shift 2
-  OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} BENCH_OUT=$root/out setsid nohup bash $root/bin/train_eval.sh "$root/data/$scene" "$name" "$@" \
-    >"$root/out/$name.stdout" 2>&1 </dev/null &
+  TRAIN_ONLY=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} BENCH_OUT=$root/out setsid nohup bash $root/bin/train_eval.sh \
+    "$root/data/$scene" "$name" "$@" >"$root/out/$name.stdout" 2>&1 </dev/null &
   echo "started $name (pid $!)" ;;
+finish)
+  shift; name=$1; scene=$2; shift 2
+  BENCH_OUT=$root/out bash $root/bin/train_eval.sh "$root/data/$scene" "$name" "$@" ;;
 kodak)
   shift; mkdir -p $root/repo $root/kodak-out
   cp -r shacira_nerf benchmarks $root/repo/ && mkdir -p $root/repo/.gpu $root/repo/.whl && cp .whl/constriction-*.whl $root/repo/.whl/

@@ -8,6 +8,7 @@
 # grid gathering with index_select: see that file).
 # Resume: if the run folder already holds a checkpoint short of ITERS, training continues from it (--load-dir);
 # if it holds the final one, training is skipped. Checkpoints are saved every SAVE_EVERY (default 500) steps.
+# TRAIN_ONLY=1: train (or resume) and stop; the same command without it then evaluates, exports and summarises.
 set -uo pipefail
 data=${1:?DATA}; name=${2:?NAME}; method=${3:?METHOD}; iters=${4:?ITERS}; shift 4
 here=$(cd "$(dirname "$0")" && pwd)
@@ -46,6 +47,11 @@ else
   "${cmd[@]}" "${resume[@]}" "$parser" >>"$log" 2>&1 || { echo "[$name] training failed" | tee -a "$log"; exit 1; }
 fi
 t1=$(date +%s.%N)
+if [ "${TRAIN_ONLY:-0}" = 1 ]; then
+  # A process started after the device call that launched this script has returned cannot load torch (oneMKL
+  # fails): a background run stops here, and the same command in the foreground of a later call evaluates it.
+  echo "[$name] trained; evaluate with the same command in the foreground (bg.sh finish)" | tee -a "$log"; exit 0
+fi
 if [ "${EVAL:-1}" = 0 ]; then echo '{"results": {"psnr": null, "ssim": null}}' >"$out/$name.eval.json"
 else
   # Evaluations of runs sharing the GPU can run out of its memory at once: retry after a pause (EVAL_TRIES, default 3).
