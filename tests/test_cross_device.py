@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from shacira_nerf.codec import unpack_array
 from shacira_nerf.codec.coder import encode_symbols, table_bits, unpack_table
 from shacira_nerf.codec.container import decode_container
 from shacira_nerf.nerf.scene_file import decode_scene
@@ -53,3 +54,25 @@ def test_gpu_written_scene_renders_on_cpu() -> None:
     assert rgb[0, 0].min() > 0.9 and rgb[-1, -1].min() > 0.9
     centre = rgb[8:16, 8:16]
     assert centre.mean() < 0.8 and (centre.max(dim=-1).values - centre.min(dim=-1).values).mean() > 0.1
+
+
+def test_networks_rounded_to_float16_are_stored_as_float16_and_decode_exactly() -> None:
+    """A model whose networks were rounded (as training does after its last step) is written with float16 network
+    sections that decode to exactly its weights; a tensor float16 does not hold is kept as float32."""
+    from shacira_nerf.nerf.scene_file import encode_scene
+
+    model = decode_scene(FIXTURE.read_bytes(), "cpu").model  # written before network_precision: float32 networks
+    assert model.config.network_precision == "float16"
+    model.round_networks()
+    with torch.no_grad():
+        model.field.mlp_head.layers[0].weight[0, 0] = 1.0 + 2.0**-20  # not a float16 number
+    data = encode_scene(model)
+    _, sections = decode_container(data)
+    stored = {name[len("network/") :]: unpack_array(p) for name, p in sections.items() if name.startswith("network/")}
+    assert stored["field.mlp_head.layers.0.weight"].dtype == np.float32
+    assert stored["field.mlp_base.1.layers.0.weight"].dtype == np.float16
+    # all but that one and the appearance embedding's mean (a mean of float16 rows is not a float16 number)
+    assert sum(a.dtype == np.float16 for a in stored.values()) == len(stored) - 2
+    decoded = decode_scene(data, "cpu").model
+    for name, tensor in model.stored_network_tensors().items():
+        assert torch.equal(decoded.stored_network_tensors()[name], tensor), name

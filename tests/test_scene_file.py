@@ -269,3 +269,17 @@ def test_report_of_real_file(exported_scene: Path) -> None:
     report = file_report(exported_scene.read_bytes())
     assert report["kind"] == "nerfstudio-scene"
     assert report["bytes_by_kind"]["latents"] > report["bytes_by_kind"]["entropy_tables"]
+
+
+def test_training_ends_with_networks_the_file_stores_as_float16(exported_scene: Path, loaded_checkpoint) -> None:
+    """After its last step, training rounds the networks to float16 (``network_precision``): the checkpoint that
+    ns-eval measures holds float16 numbers, and the file stores them as float16 (half the float32 bytes)."""
+    from shacira_nerf.codec import unpack_array
+
+    model = loaded_checkpoint.model
+    for name, tensor in model.stored_network_tensors().items():
+        if name != "field.embedding_appearance.embedding.weight":  # stored as its mean
+            assert torch.equal(tensor.half().float(), tensor), name
+    _, sections = decode_container(exported_scene.read_bytes())
+    stored = {n: unpack_array(p) for n, p in sections.items() if n.startswith("network/")}
+    assert stored and sum(a.dtype == np.float16 for a in stored.values()) >= len(stored) - 1

@@ -21,15 +21,12 @@ from torch import Tensor, nn
 from shacira_nerf.core.grid import ShaciraGrid
 from shacira_nerf.core.hash_grid import GridGeometry
 from shacira_nerf.core.lookup import LOOKUP_CHOICES
+from shacira_nerf.core.precision import NETWORK_DTYPES, round_to_precision_
 from shacira_nerf.core.quantizer import QUANTIZER_MODES, AnnealedQuantizer, QuantizerMode
 from shacira_nerf.errors import UserError
 
 RENDER_CHUNK = 2**16
 """Pixels evaluated per forward pass when rendering (bounds memory; the result does not depend on it)."""
-
-
-NETWORK_DTYPES = {"float16": torch.float16, "float32": torch.float32}
-"""Storage precisions of the network weights (``ImageFieldConfig.network_precision``)."""
 
 
 class ImageConfigError(UserError, ValueError):
@@ -295,9 +292,7 @@ class ImageField(nn.Module):
 
         Called once fitting ends: the file then stores these weights exactly, and what was measured is what decodes.
         """
-        dtype = NETWORK_DTYPES[self.config.network_precision]
-        for tensor in self.network_tensors().values():
-            tensor.copy_(tensor.to(dtype).to(tensor.dtype))
+        round_to_precision_(self.network_tensors().values(), self.config.network_precision)
 
     def num_latents(self) -> int:
         """Scalar latents of the grid (the count the rate is normalised by)."""

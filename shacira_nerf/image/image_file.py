@@ -21,11 +21,11 @@ import typing
 from pathlib import Path
 from typing import Any, Dict, Union
 
-import numpy as np
 import torch
 
 from shacira_nerf.bitstream import check_grid_budget, decode_grid, encode_grid
 from shacira_nerf.codec import ContainerError, naming, read_file_bytes, write_bytes_atomic
+from shacira_nerf.core.precision import storage_array
 from shacira_nerf.file_layer import (
     IMAGE_KIND,
     MAX_DIM,
@@ -79,14 +79,6 @@ def config_from_json(values: Any) -> ImageFieldConfig:
         return ImageFieldConfig(**kwargs)
     except ImageConfigError as exc:
         raise ContainerError(f"image header has an invalid setting: {exc}") from None
-
-
-def storage_array(tensor: torch.Tensor, precision: str) -> np.ndarray:
-    """A network tensor as the file stores it: in ``precision`` if that holds it exactly, else float32 (so that a
-    field whose weights were not rounded, ``ImageField.round_networks``, still decodes bit-exactly)."""
-    arr = tensor.detach().float().cpu().numpy()
-    narrow = arr.astype(np.dtype(precision))
-    return narrow if np.array_equal(narrow.astype(np.float32), arr) else arr
 
 
 def encode_image_file(field: ImageField) -> bytes:

@@ -27,6 +27,7 @@ from torch.nn import Parameter
 
 from shacira_nerf.core.grid import ShaciraGrid
 from shacira_nerf.core.lookup import LOOKUP_CHOICES, LookupBackendError, available_backends
+from shacira_nerf.core.precision import NETWORK_DTYPES, round_to_precision_
 from shacira_nerf.core.quantizer import AnnealedQuantizer
 from shacira_nerf.errors import UserError
 from shacira_nerf.nerf.fields import ShaciraDensityField, ShaciraNerfactoField, make_grid
@@ -62,6 +63,10 @@ class ShaciraModelConfig(NerfactoModelConfig):
     """Soft-rounding sharpness at the end of annealing (large: nearly hard rounding)."""
     entropy_filters: Tuple[int, ...] = (3, 3, 3)
     """Hidden widths of each per-dimension CDF MLP of the entropy model."""
+    network_precision: str = "float16"
+    """How the scene file stores the networks (MLPs, latent decoders, the mean appearance embedding): "float16"
+    halves their bytes; training rounds them to it after its last step, so the checkpoint, ns-eval and the file hold
+    the same weights. "float32": as trained."""
     size_update_every: int = 100
     """Steps between updates of the size estimate in the logs and the viewer panel."""
     implementation: str = "auto"  # type: ignore[assignment]  # a str, so that a bad value gets our one-line error
@@ -82,6 +87,12 @@ class ShaciraModelConfig(NerfactoModelConfig):
                 self.soft_round_alpha_end,
             ),
             (self.size_update_every >= 1, "size_update_every", "must be >= 1", self.size_update_every),
+            (
+                self.network_precision in NETWORK_DTYPES,
+                "network_precision",
+                f"must be one of {', '.join(NETWORK_DTYPES)}",
+                self.network_precision,
+            ),
             (
                 self.implementation in LOOKUP_CHOICES,
                 "implementation",
@@ -228,9 +239,13 @@ class ShaciraModel(NerfactoModel):
             out[name] = p.detach()
         return out
 
+    def round_networks(self) -> None:
+        """Round the stored networks to ``network_precision`` in place (the file then holds them exactly)."""
+        round_to_precision_(self.stored_network_tensors().values(), self.config.network_precision)
+
     @torch.no_grad()
     def estimate_size(self) -> Dict[str, float]:
-        """Estimated compressed size: hard-rounded latents under the entropy model, plus float32 networks.
+        """Estimated compressed size: hard-rounded latents under the entropy model, plus the stored networks.
 
         An estimate, not a file: like the coder, it renormalises each dimension's probabilities over the integers
         actually used ([min, max]); what it leaves out is the 16-bit quantization of the stored tables, the range
@@ -238,12 +253,13 @@ class ShaciraModel(NerfactoModel):
         """
         bits = sum(g.entropy_model.estimate_bits(torch.round(g.latents.values)) for g in self.grids.values())
         floats = sum(t.numel() for t in self.stored_network_tensors().values())
+        network_bytes = floats * NETWORK_DTYPES[self.config.network_precision].itemsize
         latents = self.num_latents()
         estimate = {
             "bits_per_latent": bits / max(latents, 1),
             "latent_MB": bits / 8 / BYTES_PER_MB,
-            "network_MB": floats * 4 / BYTES_PER_MB,
-            "size_MB": (bits / 8 + floats * 4) / BYTES_PER_MB,
+            "network_MB": network_bytes / BYTES_PER_MB,
+            "size_MB": (bits / 8 + network_bytes) / BYTES_PER_MB,
             "uncompressed_grid_MB": latents * 4 / BYTES_PER_MB,
         }
         estimate["ratio_to_float32_grid"] = estimate["uncompressed_grid_MB"] / max(estimate["latent_MB"], 1e-12)
@@ -286,7 +302,12 @@ class ShaciraModel(NerfactoModel):
             self.estimate_size()
             self.on_size_estimate(step)
 
+        def round_networks(step: int) -> None:
+            if step == max_steps - 1:  # the last step: what is saved and evaluated is what the file stores
+                self.round_networks()
+
         callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], anneal, 1))
+        callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], round_networks, 1))
         callbacks.append(
             TrainingCallback(
                 [TrainingCallbackLocation.AFTER_TRAIN_ITERATION], update_size, self.config.size_update_every
@@ -301,8 +322,11 @@ class ShaciraModel(NerfactoModel):
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
         metrics = super().get_metrics_dict(outputs, batch)
         if self.training:
-            metrics["rate_bits"] = self.rate_bits()
-            metrics["rate_bits_per_latent"] = metrics["rate_bits"].detach() / self.num_latents()
+            # The loss takes the differentiable rate from here; the logged metrics hold it detached (nerfstudio's
+            # writer turns every metric into a float, which warns for a tensor that requires grad).
+            self._step_rate_bits = self.rate_bits()
+            metrics["rate_bits"] = self._step_rate_bits.detach()
+            metrics["rate_bits_per_latent"] = metrics["rate_bits"] / self.num_latents()
             for key, value in self.last_size_estimate.items():
                 metrics[f"estimate_{key}"] = value
         return metrics
@@ -310,8 +334,11 @@ class ShaciraModel(NerfactoModel):
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
         loss = super().get_loss_dict(outputs, batch, metrics_dict)
         if self.training and self.config.rate_lambda > 0:
-            assert metrics_dict is not None and "rate_bits" in metrics_dict
-            loss["rate_loss"] = self.config.rate_lambda * metrics_dict["rate_bits"] / self.num_latents()
+            bits = getattr(self, "_step_rate_bits", None)
+            if bits is None:  # get_metrics_dict did not run first (nerfstudio's pipelines always call it first)
+                bits = self.rate_bits()
+            self._step_rate_bits = None
+            loss["rate_loss"] = self.config.rate_lambda * bits / self.num_latents()
         return loss
 
     def get_image_metrics_and_images(

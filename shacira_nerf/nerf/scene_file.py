@@ -5,8 +5,9 @@ What the file holds (sections of the container in ``codec/container.py``):
   geometry and coder parameters, the list of network tensors, and the training-time size estimate;
 - ``<grid>/table/<d>`` and ``<grid>/latents/<level>``: integer probability tables and range-coded latents
   (``bitstream.py``) for the main field and every proposal network;
-- ``network/<name>``: decoder, MLP and appearance weights as float32 arrays (the appearance embedding reduced to
-  its mean, all that novel views use);
+- ``network/<name>``: decoder, MLP and appearance weights as float16 arrays (``network_precision``; training
+  rounds them after its last step; a tensor float16 does not hold exactly is stored as float32, so the file always
+  decodes to the model that wrote it), the appearance embedding reduced to its mean, all that novel views use;
 - ``cameras``: the training cameras (poses and intrinsics) so that the viewer can show them without the dataset.
 
 Loading rebuilds a ``ShaciraModel`` in eval mode with the decoded integer latents, on any device.
@@ -28,6 +29,7 @@ from nerfstudio.data.scene_box import SceneBox
 
 from shacira_nerf.bitstream import check_grid_budget, decode_grid, encode_grid
 from shacira_nerf.codec import ContainerError, naming, pack_array, read_file_bytes, unpack_array
+from shacira_nerf.core.precision import storage_array
 from shacira_nerf.file_layer import (
     MAX_DIM,
     MAX_LEVELS,
@@ -221,7 +223,8 @@ def encode_scene(
 ) -> bytes:
     """The scene file's bytes for a trained model (deterministic: the same model gives the same bytes)."""
     grids = [(name, *encode_grid(grid, name)) for name, grid in model.grids.items()]
-    networks = {name: t.detach().float().cpu().numpy() for name, t in model.stored_network_tensors().items()}
+    precision = model.config.network_precision
+    networks = {name: storage_array(t, precision) for name, t in model.stored_network_tensors().items()}
     fields = {
         "method": "shacira",
         "model_config": config_to_json(model.config),
