@@ -36,6 +36,8 @@ KNOWN_WARNINGS: List[KnownWarning] = [
     KnownWarning(FutureWarning, "`torch.cuda.amp.GradScaler(args...)` is deprecated", "nerfstudio.engine.trainer"),
     # nerfstudio's Cameras index with lists (torch >= 2.8 deprecates it; four call sites).
     KnownWarning(UserWarning, "Using a non-tuple sequence for multidimensional indexing is deprecated", "nerfstudio.cameras.cameras"),
+    # ns-eval: nerfstudio imports torchmetrics.functional names that torchmetrics >= 1.6 moved.
+    KnownWarning(FutureWarning, "Importing `spectral_angle_mapper` from `torchmetrics.functional`", "torchmetrics.utilities.prints"),
 ]  # fmt: skip
 
 
