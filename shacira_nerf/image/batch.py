@@ -37,11 +37,11 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from shacira_nerf.core.decoder import affine_per_level
-from shacira_nerf.core.entropy_model import FactorizedEntropyModel
+from shacira_nerf.core.entropy_model import REFIT_LR, FactorizedEntropyModel
 from shacira_nerf.core.hash_grid import corner_indices_and_weights
 from shacira_nerf.core.lookup import MatrixLookup
 from shacira_nerf.image.field import ImageField, ImageFieldConfig, make_quantizer, pixel_centres
-from shacira_nerf.image.train import REFIT_LR, apply_schedule, image_to_tensor, resolve_device, sga_noise_generator
+from shacira_nerf.image.train import apply_schedule, image_to_tensor, resolve_device, sga_noise_generator
 
 PADDABLE_FIELDS = ("log2_hashmap_size", "latent_dim", "hidden_dim", "rate_lambda")
 """Config fields that may differ between members of one batch (everything else must be equal)."""

@@ -25,6 +25,7 @@ from jaxtyping import Float, Int
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor
 
+from shacira_nerf.core.entropy_model import REFIT_LR
 from shacira_nerf.core.hash_grid import corner_indices_and_weights
 from shacira_nerf.core.lookup import MatrixLookup
 from shacira_nerf.image.field import ImageField, ImageFieldConfig, pixel_centres, schedule_factors
@@ -34,13 +35,6 @@ CORNER_CACHE_BYTES = 2 * 1024**3
 
 ESTIMATE_EVERY = 50
 """Steps between updates of the (estimated) bpp shown in the progress bar."""
-
-REFIT_LR = 1e-2
-"""Adam learning rate of the entropy-model refit on the final integer latents."""
-
-REFIT_CHECK_EVERY = 50
-REFIT_TOLERANCE = 1e-4
-"""The refit stops early when ``REFIT_CHECK_EVERY`` steps saved less than this fraction of the bits."""
 
 
 SGA_STREAM = 0x56A
@@ -228,51 +222,10 @@ def fit_image(
     return field
 
 
-def latent_histogram(field: ImageField) -> list:
-    """Per latent dimension: (distinct integer values [k] float32, their counts [k] float32) of the rounded latents."""
-    q = torch.round(field.grid.latents.values.detach())
-    out = []
-    for d in range(q.shape[1]):
-        values, counts = torch.unique(q[:, d], return_counts=True)
-        out.append((values.float(), counts.float()))
-    return out
-
-
-def histogram_bits(field: ImageField, histogram: list) -> Tensor:
-    """Bits of the integer latents under the entropy model, from their histogram (exactly the per-latent sum)."""
-    model = field.grid.entropy_model
-    total = torch.zeros((), device=field.grid.latents.values.device)
-    for d, (values, counts) in enumerate(histogram):
-        x = torch.zeros(values.shape[0], model.channels, device=values.device)
-        x[:, d] = values
-        total = total - (counts * torch.log2(model.likelihood(x)[:, d])).sum()
-    return total
-
-
 def refit_entropy_model(field: ImageField, steps: int, lr: float = REFIT_LR) -> None:
-    """Fit the entropy model alone to the final integer latents; leaves the latents and the rendering untouched.
-
-    Why: the file's probability tables come from this model, so its fit is the file's latent size. At the
-    appendix's learning rate (1e-4) the model barely moves in a few thousand steps and overestimates the latents'
-    bits about twofold; the latents are integers now, so their histogram makes each refit step nearly free.
-    """
-    if steps <= 0:
-        return
-    histogram = latent_histogram(field)
-    model = field.grid.entropy_model
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    checkpoint = math.inf
-    with torch.enable_grad():
-        for step in range(steps):
-            loss = histogram_bits(field, histogram)
-            if step % REFIT_CHECK_EVERY == 0:  # stop once the bits no longer drop noticeably
-                bits = float(loss.detach())
-                if bits > checkpoint * (1.0 - REFIT_TOLERANCE):
-                    break
-                checkpoint = bits
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    """Fit the entropy model alone to the final integer latents (``EntropyModel.refit``); leaves the latents and the
+    rendering untouched."""
+    field.grid.entropy_model.refit(torch.round(field.grid.latents.values.detach()), steps, lr)
 
 
 def _progress_bar(enabled: bool) -> Progress:

@@ -67,6 +67,9 @@ class ShaciraModelConfig(NerfactoModelConfig):
     """How the scene file stores the networks (MLPs, latent decoders, the mean appearance embedding): "float16"
     halves their bytes; training rounds them to it after its last step, so the checkpoint, ns-eval and the file hold
     the same weights. "float32": as trained."""
+    entropy_refit_steps: int = 500
+    """Steps fitting each grid's entropy model alone to its final integer latents after the last training step (the
+    file's probability tables come from it; it stops early once converged); 0 keeps the model as trained."""
     size_update_every: int = 100
     """Steps between updates of the size estimate in the logs and the viewer panel."""
     implementation: str = "auto"  # type: ignore[assignment]  # a str, so that a bad value gets our one-line error
@@ -87,6 +90,7 @@ class ShaciraModelConfig(NerfactoModelConfig):
                 self.soft_round_alpha_end,
             ),
             (self.size_update_every >= 1, "size_update_every", "must be >= 1", self.size_update_every),
+            (self.entropy_refit_steps >= 0, "entropy_refit_steps", "must be >= 0", self.entropy_refit_steps),
             (
                 self.network_precision in NETWORK_DTYPES,
                 "network_precision",
@@ -243,6 +247,13 @@ class ShaciraModel(NerfactoModel):
         """Round the stored networks to ``network_precision`` in place (the file then holds them exactly)."""
         round_to_precision_(self.stored_network_tensors().values(), self.config.network_precision)
 
+    def finish_training(self) -> None:
+        """After the last step: networks to their stored precision, entropy models refit to the final integers."""
+        self.round_networks()
+        for g in self.grids.values():
+            g.entropy_model.refit(torch.round(g.latents.values.detach()), self.config.entropy_refit_steps)
+        self.estimate_size()
+
     @torch.no_grad()
     def estimate_size(self) -> Dict[str, float]:
         """Estimated compressed size: hard-rounded latents under the entropy model, plus the stored networks.
@@ -302,12 +313,12 @@ class ShaciraModel(NerfactoModel):
             self.estimate_size()
             self.on_size_estimate(step)
 
-        def round_networks(step: int) -> None:
+        def finish(step: int) -> None:
             if step == max_steps - 1:  # the last step: what is saved and evaluated is what the file stores
-                self.round_networks()
+                self.finish_training()
 
         callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], anneal, 1))
-        callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], round_networks, 1))
+        callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN_ITERATION], finish, 1))
         callbacks.append(
             TrainingCallback(
                 [TrainingCallbackLocation.AFTER_TRAIN_ITERATION], update_size, self.config.size_update_every
