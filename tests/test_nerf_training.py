@@ -108,3 +108,22 @@ def test_bad_config_values_fail_at_start_naming_the_field(flag: str, value: str,
 def test_methods_are_registered() -> None:
     result = subprocess.run(["ns-train", "--help"], capture_output=True, text=True, timeout=300)
     assert "shacira-tiny" in result.stdout and "shacira " in result.stdout
+
+
+def test_a_resumed_run_anneals_and_finishes_over_its_whole_length(env, tmp_path: Path) -> None:
+    """Resuming (--load-dir, then --max-num-iterations more steps, as benchmarks/gpu/train_eval.sh does) keeps the
+    annealing schedule and the last-step finish on the whole run: after 10 + 10 steps the quantizer stands at step
+    19 of 20 and the saved networks are float16 numbers (rounded after the last step of the run, not of a segment)."""
+    from conftest import ns_train_args
+
+    import shacira_nerf.nerf  # noqa: F401 - registers the numpy globals
+
+    first = run_cli(ns_train_args(tmp_path, "resume", 10, "--steps-per-save", "10"), env, REPO, 600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    models = tmp_path / "toy" / "shacira-tiny" / "resume" / "nerfstudio_models"
+    second = run_cli(ns_train_args(tmp_path, "resume", 10, "--load-dir", str(models)), env, REPO, 600)
+    assert second.returncode == 0, second.stderr[-2000:]
+    state = torch.load(models / "step-000000019.ckpt", map_location="cpu")["pipeline"]
+    assert float(state["_model.quantizer.progress"]) == pytest.approx(19 / 20)
+    head = state["_model.field.mlp_head.layers.0.weight"]
+    assert torch.equal(head.half().float(), head)

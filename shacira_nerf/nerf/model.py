@@ -304,7 +304,9 @@ class ShaciraModel(NerfactoModel):
     ) -> List[TrainingCallback]:
         callbacks = super().get_training_callbacks(training_callback_attributes)
         trainer = training_callback_attributes.trainer
-        max_steps = trainer.config.max_num_iterations if trainer is not None else 1
+        # The run's total length: a resumed run (--load-dir) starts at the checkpoint's step + 1 and runs
+        # --max-num-iterations more, so the schedule and the last-step finish count from step 0 of the whole run.
+        max_steps = trainer._start_step + trainer.config.max_num_iterations if trainer is not None else 1
 
         def anneal(step: int) -> None:
             self.quantizer.set_progress(step, max_steps)
