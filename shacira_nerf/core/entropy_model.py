@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from shacira_nerf.core.rate import bits_from_likelihoods
 
 FUSED_FILTERS = (3, 3, 3)
-"""The hidden widths the fused Triton rate kernel is written for (``triton_rate.SUPPORTED_FILTERS``)."""
+"""The hidden widths the fused Triton rate kernel (``triton_rate``) is written for: the appendix's and the default."""
 
 REFIT_LR = 1e-2
 """Adam learning rate of ``EntropyModel.refit`` (fitting to fixed integers is well posed: a large rate converges)."""
@@ -186,7 +186,7 @@ class FactorizedEntropyModel(EntropyModel):
             if x.shape[-1] != self.channels:
                 raise ValueError(f"expected {self.channels} latent channels, got shape {tuple(x.shape)}")
             return fused_rate_bits(x, list(self.matrices), list(self.biases), list(self.factors), LIKELIHOOD_BOUND)
-        return bits_from_likelihoods(self.likelihood(x))
+        return super().bits(x)
 
     @torch.no_grad()
     def estimate_bits(self, integers: Float[Tensor, "n channels"]) -> float:

@@ -13,7 +13,7 @@ its backward only scales it: one pass over the latents per step instead of two.
 
 The MLP is the appendix's (Balle et al.'s) shape, 1 -> 3 -> 3 -> 3 -> 1, written out unit by unit: a generic version
 over padded [block, width, width] tiles ran at ~5 ms a call on an H200 (layout shuffles and padding), the explicit one
-is plain per-element arithmetic. Other ``entropy_filters`` use the torch reference (``SUPPORTED_FILTERS``). The
+is plain per-element arithmetic. Other ``entropy_filters`` use the torch reference (``entropy_model.FUSED_FILTERS``). The
 parameters enter in their effective form, 43 floats per channel (``pack_parameters``, differentiated by torch):
 softplus of each matrix (non-negative weights), the biases, and tanh of each factor.
 """
@@ -29,8 +29,7 @@ import triton.language as tl
 from jaxtyping import Float
 from torch import Tensor
 
-SUPPORTED_FILTERS = (3, 3, 3)
-"""The hidden widths this kernel is written for (the appendix's and the default)."""
+from shacira_nerf.core.entropy_model import FUSED_FILTERS
 
 NUM_PARAMETERS = 43
 """Effective parameters per channel: W0 3, b0 3, T0 3, W1 9, b1 3, T1 3, W2 9, b2 3, T2 3, W3 3, b3 1."""
@@ -426,8 +425,8 @@ def fused_rate_bits(
 ) -> Float[Tensor, ""]:
     """-sum log2 P(q) under the factorized model with these raw parameters, in float32 (autocast off)."""
     widths = tuple(m.shape[1] for m in matrices[:-1])
-    if widths != SUPPORTED_FILTERS or matrices[0].shape[2] != 1 or matrices[-1].shape[1] != 1:
-        raise ValueError(f"the fused rate kernel is written for entropy filters {SUPPORTED_FILTERS}, got {widths}")
+    if widths != FUSED_FILTERS or matrices[0].shape[2] != 1 or matrices[-1].shape[1] != 1:
+        raise ValueError(f"the fused rate kernel is written for entropy filters {FUSED_FILTERS}, got {widths}")
     with torch.autocast(device_type=q.device.type, enabled=False):
         packed = pack_parameters(
             [m.float() for m in matrices], [b.float() for b in biases], [f.float() for f in factors]
