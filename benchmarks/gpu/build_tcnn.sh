@@ -25,11 +25,21 @@ case "$cmd" in
     ;;
   build)
     shift
-    # One architecture (the H200 is sm_90): a fraction of the default multi-architecture build time.
+    # One architecture (the H200 is sm_90): a fraction of the default multi-architecture build time. The build runs
+    # setup.py directly (it reads --no-networks from its argv), then copies the built package into /tmp/site.
     export TCNN_CUDA_ARCHITECTURES=${TCNN_CUDA_ARCHITECTURES:-90} MAX_JOBS=${MAX_JOBS:-16}
-    (cd .tcnn/bindings/torch && python3 setup.py build_ext -j "$MAX_JOBS" "$@" bdist_wheel -d /tmp/tcnn-wheel)
-    python3 -m pip install -q --no-deps --no-index --target /tmp/site /tmp/tcnn-wheel/*.whl
-    PYTHONPATH=/tmp/site python3 -c "import tinycudann; print('tinycudann', tinycudann.__file__)"
+    if ! python3 -c "import pkg_resources" 2>/dev/null; then  # setup.py imports parse_version from it
+      mkdir -p /tmp/tcnn-shim
+      printf 'from packaging.version import parse as parse_version\n' > /tmp/tcnn-shim/pkg_resources.py
+      export PYTHONPATH=/tmp/tcnn-shim${PYTHONPATH:+:$PYTHONPATH}
+    fi
+    start=$SECONDS
+    rm -rf /tmp/tcnn-src && cp -r .tcnn /tmp/tcnn-src  # a copy: the next device call may resync the tree
+    (cd /tmp/tcnn-src/bindings/torch && python3 setup.py build_ext --inplace "$@")
+    echo "tiny-cuda-nn built in $((SECONDS - start)) s"
+    mkdir -p /tmp/site && rm -rf /tmp/site/tinycudann && cp -r /tmp/tcnn-src/bindings/torch/tinycudann /tmp/site/
+    rm -rf /tmp/site/tinycudann_bindings && cp -r /tmp/tcnn-src/bindings/torch/tinycudann_bindings /tmp/site/
+    PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} python3 -c "import tinycudann; print('tinycudann', tinycudann.__file__)"
     ;;
   *) echo "usage: $0 prepare TCNN_GIT CUTLASS_GIT FMT_GIT | build [--no-networks]" >&2; exit 2 ;;
 esac

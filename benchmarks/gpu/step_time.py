@@ -2,7 +2,11 @@
 
 Protocol (issue 13): lego with nerfstudio's Blender flags, 4096 rays per batch, one process alone on the GPU; each
 (method, backend) builds its pipeline from its method config, runs WARMUP steps, then STEPS timed optimizer steps
-(forward, backward, Adam; mixed precision as in ns-train), synchronised; the figure is the median of per-step times.
+(forward, backward, Adam; mixed precision and nerfstudio's gradient scaler, as in ns-train's ``train_iteration``),
+synchronised; the figure is the median of per-step times. A run is ``method:backend[:option+option]``; options:
+``compile`` (``--pipeline.model.compile``: nerfacto's per-step functions through ``torch.compile``; the first step,
+which compiles, is reported as ``first_step_s``) and ``fused`` (Adam's fused kernel: one launch per parameter group,
+and the gradient scaler's inf check without a host sync).
 nerfacto runs nerfstudio's torch grid with the benchmarks' ``index_select`` gather (``ns_bench.py``; the stock gather
 takes about a second a step with these flags, and is timed too when STOCK_STEPS > 0). Writes one JSON line per
 (method, backend) with one ``run_id`` for the whole process.
@@ -28,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def build(method: str, data: Path, backend: str, rays: int):
+def build(method: str, data: Path, backend: str, rays: int, options: tuple = ()):
     from nerfstudio.configs.method_configs import all_methods
     from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
     from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
@@ -41,6 +45,8 @@ def build(method: str, data: Path, backend: str, rays: int):
     )
     m = pipe_cfg.model
     m.implementation = backend
+    if method == "shacira":
+        m.compile = "compile" in options
     # nerfstudio's Blender flags (its benchmark script): white background, uniform initial sampler, no contraction.
     m.background_color, m.proposal_initial_sampler = "white", "uniform"
     m.near_plane, m.far_plane, m.disable_scene_contraction = 2.0, 6.0, True
@@ -49,23 +55,37 @@ def build(method: str, data: Path, backend: str, rays: int):
     pipeline = pipe_cfg.setup(device="cuda", test_mode="val")
     pipeline.train()
     optimizers = Optimizers(cfg.optimizers, pipeline.get_param_groups())
+    if "fused" in options:
+        for name, opt in optimizers.optimizers.items():
+            optimizers.optimizers[name] = torch.optim.Adam(opt.param_groups, fused=True)
     return pipeline, optimizers
 
 
+SCALER = {}
+
+
 def step(pipeline, optimizers, i: int, max_steps: int = 30000) -> None:
+    """One step as nerfstudio's ``Trainer.train_iteration`` runs it (autocast, gradient scaler)."""
     model = pipeline.model
+    scaler = SCALER.setdefault(id(optimizers), torch.amp.GradScaler("cuda"))
     if hasattr(model, "quantizer"):
         model.quantizer.set_progress(i, max_steps)  # the annealing callback of a real run
     optimizers.zero_grad_all()
     with torch.autocast("cuda", enabled=True):
         _, loss_dict, _ = pipeline.get_train_loss_dict(i)
         loss = sum(loss_dict.values())
-    loss.backward()
-    optimizers.optimizer_step_all()
+    scaler.scale(loss).backward()
+    optimizers.optimizer_scaler_step_all(scaler)
+    scaler.update()
 
 
-def timed(pipeline, optimizers, warmup: int, steps: int) -> float:
-    for i in range(warmup):
+def timed(pipeline, optimizers, warmup: int, steps: int) -> tuple:
+    """(median seconds per step, seconds of the first step)."""
+    t = time.perf_counter()
+    step(pipeline, optimizers, 0)
+    torch.cuda.synchronize()
+    first = time.perf_counter() - t
+    for i in range(1, warmup):
         step(pipeline, optimizers, i)
     torch.cuda.synchronize()
     times = []
@@ -74,7 +94,7 @@ def timed(pipeline, optimizers, warmup: int, steps: int) -> float:
         step(pipeline, optimizers, i)
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return statistics.median(times), first
 
 
 def main() -> None:
@@ -87,7 +107,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--rays", type=int, default=4096)
     parser.add_argument("--stock-steps", type=int, default=int(os.environ.get("STOCK_STEPS", "0")))
-    parser.add_argument("--profile", action="store_true", help="print shacira-triton's top kernels")
+    parser.add_argument("--profile", action="store_true", help="print the top kernels of --profile-run")
+    parser.add_argument("--profile-run", default="shacira:triton", help="the run --profile profiles")
     parser.add_argument("--runs", nargs="*", default=["nerfacto:torch", "shacira:torch", "shacira:triton"])
     args = parser.parse_args()
 
@@ -115,17 +136,20 @@ def main() -> None:
 
     if args.stock_steps > 0:
         pipeline, optimizers = build("nerfacto", args.data, "torch", args.rays)
-        record("nerfacto", "torch", timed(pipeline, optimizers, 2, args.stock_steps), args.stock_steps,
+        record("nerfacto", "torch", timed(pipeline, optimizers, 2, args.stock_steps)[0], args.stock_steps,
                gather="stock advanced indexing")  # fmt: skip
         del pipeline, optimizers
         torch.cuda.empty_cache()
     ns_bench.use_index_select_gather()
     for spec in args.runs:
-        method, backend = spec.split(":")
-        pipeline, optimizers = build(method, args.data, backend, args.rays)
+        method, backend, *rest = spec.split(":")
+        options = tuple(rest[0].split("+")) if rest else ()
+        pipeline, optimizers = build(method, args.data, backend, args.rays, options)
         extra = {"gather": "index_select"} if method == "nerfacto" else {}
-        record(method, backend, timed(pipeline, optimizers, args.warmup, args.steps), args.steps, **extra)
-        if args.profile and method == "shacira" and backend == "triton":
+        seconds, first = timed(pipeline, optimizers, args.warmup, args.steps)
+        record(method, backend, seconds, args.steps, options=list(options), grad_scaler=True,
+               first_step_s=round(first, 2), **extra)  # fmt: skip
+        if args.profile and method == "shacira" and backend == "triton" and spec == args.profile_run:
             from torch.profiler import ProfilerActivity, profile
 
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:

@@ -107,6 +107,7 @@ class ShaciraGrid(nn.Module):
         self._table_cache = None
         return grad
 
+    @torch.compiler.disable
     def lookup_latents(
         self, noise: Optional[Tensor] = None, generator: Optional[torch.Generator] = None
     ) -> Float[Tensor, "rows latent_dim"]:
@@ -115,6 +116,9 @@ class ShaciraGrid(nn.Module):
 
         ``noise``/``generator``: the randomness of a stochastic quantizer; passing either quantizes anew (a caller
         that owns the randomness owns the sample).
+
+        Never compiled (``torch.compiler.disable``): the cache and the schedule are Python state that changes every
+        step, which ``torch.compile`` would turn into guards and a recompilation per step.
         """
         if noise is not None or generator is not None:
             self._table_cache = None

@@ -147,7 +147,9 @@ class TritonLookup(GridLookup):
 
         self._interpolate = TritonInterpolator(geometry)
 
+    @torch.compiler.disable
     def __call__(self, table: Tensor, x: Tensor) -> Tensor:
+        # Opaque to torch.compile: the kernels are launched by hand inside an autograd.Function.
         reason = _triton_unavailable(x.device)
         if reason is not None:
             raise LookupBackendError(f"lookup backend 'triton' cannot run on these points: {reason}")
@@ -185,6 +187,7 @@ class TcnnLookup(GridLookup):
                     "per_level_scale": g.growth,
                     "interpolation": "Linear",
                 },
+                dtype=torch.float32,  # tiny-cuda-nn's default is half: compared with the reference in float32
             ).to(device)
             if enc.params.numel() != g.offsets[-1] * channels:
                 raise RuntimeError(

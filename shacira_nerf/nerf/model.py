@@ -30,12 +30,17 @@ from shacira_nerf.core.lookup import LOOKUP_CHOICES, LookupBackendError, availab
 from shacira_nerf.core.precision import NETWORK_DTYPES, round_to_precision_
 from shacira_nerf.core.quantizer import AnnealedQuantizer
 from shacira_nerf.errors import UserError
+from shacira_nerf.nerf.compiled import compile_hot_paths
 from shacira_nerf.nerf.fields import ShaciraDensityField, ShaciraNerfactoField, make_grid
 from shacira_nerf.nerf.lpips import LazyLPIPS
 from shacira_nerf.nerf.viewer_panel import SizePanel
 from shacira_nerf.units import BYTES_PER_MB
 
 _HERE = "cuda" if torch.cuda.is_available() else "cpu"
+
+COMPILE_BACKEND = "inductor"
+"""``torch.compile``'s backend for ``compile``: inductor (fused Triton kernels on a GPU, C++ on a CPU). The CPU tests
+use "aot_eager", which captures the same graphs (forward and backward) without generating code."""
 """The device whose backends a bad ``implementation`` message lists."""
 
 
@@ -70,6 +75,10 @@ class ShaciraModelConfig(NerfactoModelConfig):
     entropy_refit_steps: int = 500
     """Steps fitting each grid's entropy model alone to its final integer latents after the last training step (the
     file's probability tables come from it; it stops early once converged); 0 keeps the model as trained."""
+    compile: bool = False
+    """Compile nerfacto's per-step functions (fields, samplers, renderers) with ``torch.compile`` while training
+    (``compiled.py``): fewer, fused kernels for a step bound by kernel launches on a GPU. The first steps take a
+    minute or two to compile. Evaluation and rendering run uncompiled."""
     size_update_every: int = 100
     """Steps between updates of the size estimate in the logs and the viewer panel."""
     implementation: str = "auto"  # type: ignore[assignment]  # a str, so that a bad value gets our one-line error
@@ -206,6 +215,13 @@ class ShaciraModel(NerfactoModel):
         self.lpips = LazyLPIPS()
         self.last_size_estimate: Dict[str, float] = {}
         self.compression = SizePanel(cfg.rate_lambda)
+
+    def get_outputs(self, ray_bundle):  # noqa: ANN001, ANN201 - nerfstudio's signature
+        """nerfacto's outputs; with ``compile``, its per-step functions are compiled at the first training step."""
+        if self.config.compile and self.training and not self.__dict__.get("_hot_paths_compiled"):
+            compile_hot_paths(self, COMPILE_BACKEND)
+            self.__dict__["_hot_paths_compiled"] = True
+        return super().get_outputs(ray_bundle)
 
     # ----------------------------------------------------------------------------------------------- grids, size
 
