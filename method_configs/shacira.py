@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import torch
 from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
-from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.plugins.types import MethodSpecification
@@ -30,13 +29,14 @@ from nerfstudio.plugins.types import MethodSpecification
 from shacira_nerf.nerf.datamanager import ShaciraDataManagerConfig
 from shacira_nerf.nerf.dataparser import AutoDataParserConfig, check_scene_folder, print_blender_benchmark_hint
 from shacira_nerf.nerf.model import ShaciraModelConfig
+from shacira_nerf.nerf.optimizers import FusedAdamOptimizerConfig
 from shacira_nerf.nerf.pipeline import ShaciraPipelineConfig
 
 
 def _adam(lr: float, max_steps: int) -> dict:
     """Adam with nerfacto's exponential decay to 1% of the initial rate."""
     return {
-        "optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15),
+        "optimizer": FusedAdamOptimizerConfig(lr=lr, eps=1e-15),
         "scheduler": ExponentialDecaySchedulerConfig(lr_final=lr * 1e-2, max_steps=max_steps),
     }
 
@@ -46,11 +46,11 @@ def shacira_optimizers(max_steps: int = 200000, networks_lr: float = 5e-4, entro
     return {
         "shacira_latents": _adam(0.05, max_steps),
         "shacira_decoders": _adam(0.1, max_steps),
-        "shacira_entropy": {"optimizer": AdamOptimizerConfig(lr=entropy_lr, eps=1e-15), "scheduler": None},
+        "shacira_entropy": {"optimizer": FusedAdamOptimizerConfig(lr=entropy_lr, eps=1e-15), "scheduler": None},
         "fields": _adam(networks_lr, max_steps),
         "proposal_networks": _adam(networks_lr, max_steps),
         "camera_opt": {
-            "optimizer": AdamOptimizerConfig(lr=1e-3, eps=1e-15),
+            "optimizer": FusedAdamOptimizerConfig(lr=1e-3, eps=1e-15),
             "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=5000),
         },
     }

@@ -57,7 +57,8 @@ def build(method: str, data: Path, backend: str, rays: int, options: tuple = ())
     optimizers = Optimizers(cfg.optimizers, pipeline.get_param_groups())
     if "fused" in options:
         for name, opt in optimizers.optimizers.items():
-            optimizers.optimizers[name] = torch.optim.Adam(opt.param_groups, fused=True)
+            groups = [{k: v for k, v in g.items() if k not in ("foreach", "fused")} for g in opt.param_groups]
+            optimizers.optimizers[name] = torch.optim.Adam(groups, fused=True)
     return pipeline, optimizers
 
 

@@ -201,9 +201,15 @@ class TcnnLookup(GridLookup):
 
         enc = self._encoding(x.device, table.shape[1])
         params = table.reshape(-1).to(enc.params.dtype)
-        out = tcnn.modules._module_function.apply(enc.native_tcnn_module, x.contiguous(), params, enc.loss_scale)
-        return out.float().view(x.shape[0], self.geometry.num_levels, table.shape[1])
+        n = x.shape[0]
+        pad = -n % TCNN_BATCH_GRANULARITY  # tiny-cuda-nn takes batches of a multiple of 256 points only
+        points = torch.cat([x, x.new_zeros(pad, x.shape[1])]) if pad else x.contiguous()
+        out = tcnn.modules._module_function.apply(enc.native_tcnn_module, points, params, enc.loss_scale)
+        return out[:n].float().view(n, self.geometry.num_levels, table.shape[1])
 
+
+TCNN_BATCH_GRANULARITY = 256
+"""tiny-cuda-nn's ``BATCH_SIZE_GRANULARITY``: its kernels take a multiple of this many points (padded here)."""
 
 _BACKEND_CLASSES = {"torch": TorchLookup, "triton": TritonLookup, "tcnn": TcnnLookup}
 
