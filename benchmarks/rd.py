@@ -6,7 +6,7 @@
 ``collect`` appends one object per run (only runs whose command contains S, if given) to
 ``results/rd_<scene>[_<tag>].jsonl`` (a tag keeps runs of another protocol apart, e.g. ``blender``) with exactly the keys of the benchmark
 (scene, method, lambda, iterations, psnr, ssim, lpips, size_bytes, size_bytes_fp32, seconds_per_iter,
-train_seconds, date, machine, command); ``plot`` draws PSNR against MB (log x) into ``results/rd_<scene>.png`` and
+train_seconds, date, machine, command, seed, lr); ``plot`` draws PSNR against MB (log x) into ``results/rd_<scene>.png`` and
 prints a markdown table.
 """
 
@@ -23,7 +23,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS  # noqa: E402
 
 KEYS = ["scene", "method", "lambda", "iterations", "psnr", "ssim", "lpips", "size_bytes", "size_bytes_fp32",
-        "seconds_per_iter", "train_seconds", "date", "machine", "command"]  # fmt: skip
+        "seconds_per_iter", "train_seconds", "date", "machine", "command", "seed", "lr"]  # fmt: skip
+
+
+def _seed(command: str) -> int:
+    """nerfstudio's seed (``--machine.seed``, default 42)."""
+    m = re.search(r"--machine\.seed\s+(\d+)", command)
+    return int(m.group(1)) if m else 42
+
+
+def _networks_lr(method: str, command: str) -> float:
+    """The networks' (fields') learning rate: the command's, else the method's default (nerfacto 1e-2, shacira
+    5e-4)."""
+    m = re.search(r"--optimizers\.fields\.optimizer\.lr\s+(\S+)", command)
+    return float(m.group(1)) if m else (5e-4 if method == "shacira" else 1e-2)
 
 
 def _lambda(command: str):
@@ -61,6 +74,7 @@ def collect(runs: Path, scene: str, machine: str, date: str, tag: str = "", matc
             "size_bytes": r["size_bytes"], "size_bytes_fp32": r.get("size_bytes_fp32"),
             "seconds_per_iter": r["seconds_per_iter"], "train_seconds": r["train_seconds"],
             "date": date, "machine": machine, "command": r["command"],
+            "seed": _seed(r["command"]), "lr": _networks_lr(r["method"], r["command"]),
         }  # fmt: skip
         rows.append(row)
     out = results_file(scene, tag, "jsonl")

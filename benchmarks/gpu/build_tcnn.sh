@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# tiny-cuda-nn for the device machine, from source (no PyPI wheel exists). NOT YET RUN END TO END: the recipe the
-# fast-path issue asks for, prepared on 2026-12-01 when no device time was left to build it.
+# tiny-cuda-nn for the device machine, from source (no PyPI wheel exists). Run on 2026-12-02 (H200, nvcc 13.0,
+# torch 2.11): it builds (about 4 minutes at MAX_JOBS=10) and imports, but its forward pass segfaults, nerfstudio's
+# own nerfacto-on-tcnn included (benchmarks/README.md, results/tcnn_segfault_h200.log).
 #
 #   here:   bash benchmarks/gpu/build_tcnn.sh prepare TCNN_GIT CUTLASS_GIT FMT_GIT   # the fetch tool's git dirs
 #           -> .tcnn/ (about 20 MB: tiny-cuda-nn's sources, cutlass's headers, fmt), ignored by git
@@ -35,10 +36,11 @@ case "$cmd" in
     fi
     start=$SECONDS
     rm -rf /tmp/tcnn-src && cp -r .tcnn /tmp/tcnn-src  # a copy: the next device call may resync the tree
-    (cd /tmp/tcnn-src/bindings/torch && python3 setup.py build_ext --inplace "$@")
+    (cd /tmp/tcnn-src/bindings/torch && python3 setup.py build_ext "$@")
     echo "tiny-cuda-nn built in $((SECONDS - start)) s"
-    mkdir -p /tmp/site && rm -rf /tmp/site/tinycudann && cp -r /tmp/tcnn-src/bindings/torch/tinycudann /tmp/site/
-    rm -rf /tmp/site/tinycudann_bindings && cp -r /tmp/tcnn-src/bindings/torch/tinycudann_bindings /tmp/site/
+    b=/tmp/tcnn-src/bindings/torch  # the extension lands in build/lib.*/tinycudann_bindings/_90_C*.so
+    mkdir -p /tmp/site && rm -rf /tmp/site/tinycudann /tmp/site/tinycudann_bindings
+    cp -r $b/tinycudann /tmp/site/ && cp -r $b/build/lib.*/tinycudann_bindings /tmp/site/
     PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} python3 -c "import tinycudann; print('tinycudann', tinycudann.__file__)"
     ;;
   *) echo "usage: $0 prepare TCNN_GIT CUTLASS_GIT FMT_GIT | build [--no-networks]" >&2; exit 2 ;;
