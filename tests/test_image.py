@@ -24,9 +24,10 @@ from PIL import Image
 from shacira_nerf.codec import ContainerError, encode_container
 from shacira_nerf.core.lookup import CornerCacheLookup, MatrixLookup
 from shacira_nerf.errors import UserError
-from shacira_nerf.image.cli import Compress, Decompress, Grid, load_rgb_image
+from shacira_nerf.image.cli import Compress, Decompress, Grid
 from shacira_nerf.image.field import ImageConfigError, ImageField, ImageFieldConfig, pixel_centres
 from shacira_nerf.image.image_file import decode_image_file, encode_image_file, read_image_file
+from shacira_nerf.image.image_io import load_rgb_image
 from shacira_nerf.image.train import fit_image, fit_images, psnr, to_uint8
 from shacira_nerf.report import file_report
 
