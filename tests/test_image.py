@@ -24,6 +24,7 @@ from PIL import Image
 from shacira_nerf.codec import ContainerError, encode_container
 from shacira_nerf.core.lookup import CornerCacheLookup, MatrixLookup
 from shacira_nerf.errors import UserError
+from shacira_nerf.image.batch import BatchedImageFields
 from shacira_nerf.image.cli import Compress, Decompress, Grid
 from shacira_nerf.image.field import ImageConfigError, ImageField, ImageFieldConfig, pixel_centres
 from shacira_nerf.image.image_file import decode_image_file, encode_image_file, read_image_file
@@ -410,6 +411,14 @@ def test_a_batch_member_is_its_solo_fit(quantizer: str) -> None:
     )
     assert torch.equal(single.render(), batched.render())
     assert encode_image_file(single) == encode_image_file(batched)
+
+
+def test_progress_estimate_is_the_fields_estimate() -> None:
+    """fit_image's progress bar shows the field's own size estimate (a larger batch shows none: one entropy model
+    spans its members)."""
+    field = ImageField(SMALL, 16, 16).eval()
+    assert BatchedImageFields([field]).estimate_bpp() == field.estimate_bits()["bpp"]
+    assert BatchedImageFields([field, field]).estimate_bpp() is None
 
 
 @pytest.mark.parametrize("quantizer", QUANTIZERS)

@@ -30,8 +30,7 @@ from torch import Tensor, nn
 from shacira_nerf.core.decoder import LatentDecoder
 from shacira_nerf.core.entropy_model import FactorizedEntropyModel
 from shacira_nerf.core.latents import StackedLatents
-from shacira_nerf.core.precision import NETWORK_DTYPES
-from shacira_nerf.image.field import ImageField, ImageFieldConfig, make_quantizer
+from shacira_nerf.image.field import ImageField, ImageFieldConfig, make_quantizer, stored_network_bits
 
 PADDABLE_FIELDS = ("log2_hashmap_size", "latent_dim", "hidden_dim", "rate_lambda")
 """Config fields that may differ between members of one batch (everything else must be equal)."""
@@ -175,11 +174,9 @@ class BatchedImageFields(nn.Module):
         batch (one entropy model spans every member there)."""
         if self.members != 1 or self.latents.padded:
             return None
-        cfg = self.configs[0]
         bits = self.entropy_model.estimate_bits(torch.round(self.latents.values[0]))
         floats = sum(p[0].numel() for p in (*self.decoder.parameters(), *self.mlp.parameters()))
-        network_bits = 8.0 * NETWORK_DTYPES[cfg.network_precision].itemsize * floats
-        return (bits + network_bits) / (self.height * self.width)
+        return (bits + stored_network_bits(self.configs[0], floats)) / (self.height * self.width)
 
     @torch.no_grad()
     def member(self, index: int, device: Union[str, torch.device, None] = None) -> ImageField:
