@@ -29,6 +29,7 @@ from shacira_nerf.image.cli import Compress, Decompress, Grid
 from shacira_nerf.image.field import ImageConfigError, ImageField, ImageFieldConfig, pixel_centres
 from shacira_nerf.image.image_file import decode_image_file, encode_image_file, read_image_file
 from shacira_nerf.image.image_io import load_rgb_image
+from shacira_nerf.image.pixel_lookup import PixelLookup
 from shacira_nerf.image.train import fit_image, fit_images, psnr, to_uint8
 from shacira_nerf.report import file_report
 
@@ -111,6 +112,24 @@ def test_cached_corners_match_grid_forward() -> None:
     assert torch.allclose(field.grid.decoder.per_level(corners(table, index=index)), expected, atol=1e-6)
     wide = torch.cat([table] * 6, dim=1)  # a stacked table (six members' columns) gathers whole rows
     assert torch.allclose(corners(wide, index=index), corners(table, index=index).repeat(1, 1, 6), atol=1e-6)
+
+
+def test_pixel_lookup_keeps_members_apart_across_table_sizes() -> None:
+    """Members of two table sizes, interleaved: each gets its own table's values at the pixels, in member order,
+    whole-image and random-pixel alike."""
+    configs = [SMALL, dataclasses.replace(SMALL, log2_hashmap_size=8), SMALL]
+    fields = [ImageField(c, 12, 10) for c in configs]
+    stack = BatchedImageFields(fields)
+    q = stack.latents.masked(stack.latents.values.detach() + torch.randn_like(stack.latents.values))
+    index = torch.tensor([3, 0, 119, 57])
+    x = pixel_centres(12, 10)
+    for whole, idx in ((True, None), (False, index)):
+        lookup = PixelLookup([f.grid.geometry for f in fields], 12, 10, "cpu", "torch", whole_image=whole)
+        out = lookup(q, idx)
+        for i, f in enumerate(fields):
+            rows = f.grid.latents.num_rows
+            expected = f.grid.lookup(q[i, :rows], x if idx is None else x[idx])
+            assert torch.allclose(out[i], expected, atol=1e-6), (whole, i)
 
 
 def test_quantizer_settings_are_checked_in_one_line() -> None:

@@ -3,9 +3,11 @@
 The training pixels never change, so the fixed-point backends serve them: ``MatrixLookup`` (one sparse matrix, a
 backward pass without atomics) when every step sees the whole image, ``CornerCacheLookup`` (every pixel's corner rows
 and weights computed once, any subset per step) for random pixels on the torch backend. Where a cache would exceed
-``CORNER_CACHE_BYTES``, or random pixels train on a GPU backend (Triton's gather beats cached rows there), the
-grid's own backend looks the points up. Members of one grid geometry share one call: their tables are the columns of
-one operand; members of different table sizes are looked up per geometry.
+``CORNER_CACHE_BYTES``, or a lone member trains on random pixels on a GPU backend (Triton's gather beats cached rows
+for its one or two columns), the grid's own backend looks the points up. Members of one grid geometry share one call:
+their tables are the columns of one operand (random pixels then always use the cached corners: the moving-point
+backends are built and tested for a grid's few columns, tiny-cuda-nn takes only 1, 2, 4 or 8); members of different
+table sizes are looked up per geometry.
 """
 
 from __future__ import annotations
@@ -42,16 +44,17 @@ def pixel_lookup_for(
     device: Union[str, torch.device],
     implementation: str,
     whole_image: bool,
+    members: int = 1,
 ) -> Union[MatrixLookup, CornerCacheLookup, _AtPixels]:
-    """The lookup of this geometry's tables at every pixel (``whole_image``) or at random ones, called as
-    ``lookup(table, index=...)`` (see the module docstring for the choice)."""
+    """The lookup of ``members`` stacked tables of this geometry at every pixel (``whole_image``) or at random ones,
+    called as ``lookup(table, index=...)`` (see the module docstring for the choice)."""
     device = torch.device(device)
     x = pixel_centres(height, width, device)
     backend = resolve_lookup(implementation, geometry, device)
     fits = CornerCacheLookup.cache_bytes(height * width, geometry) <= CORNER_CACHE_BYTES
     if fits and whole_image:
         return MatrixLookup(geometry, x)
-    if fits and backend.name == "torch":
+    if fits and (backend.name == "torch" or members > 1):
         return CornerCacheLookup(geometry, x)
     return _AtPixels(backend, x)
 
@@ -84,7 +87,7 @@ class PixelLookup:
             (
                 torch.tensor(members, device=device),
                 geometry.offsets[-1],
-                pixel_lookup_for(geometry, height, width, device, implementation, whole_image),
+                pixel_lookup_for(geometry, height, width, device, implementation, whole_image, len(members)),
             )
             for geometry, members in by_geometry.items()
         ]
