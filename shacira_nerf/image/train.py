@@ -146,11 +146,10 @@ def fit_images(
     cfg = fields[0].config
     fused_rate = fields[0].grid.fused_rate
     batch = BatchedImageFields(fields, fused_rate=fused_rate).to(device)
-    geometries = [f.grid.geometry for f in fields]
     del fields
     batch.train()
     full_batch = h * w <= cfg.batch_pixels
-    lookup = PixelLookup(geometries, h, w, device, cfg.implementation, whole_image=full_batch)
+    lookup = PixelLookup(batch.geometries, h, w, device, cfg.implementation, whole_image=full_batch)
     optimizer = make_optimizer(batch, fused=device.type == "cuda")
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     rate_lambda = torch.tensor([c.rate_lambda for c in batch.configs], device=device)
