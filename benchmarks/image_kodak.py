@@ -8,9 +8,10 @@ Run on a GPU from the repository root (``benchmarks/gpu/kodak.sh`` is the exact 
     python benchmarks/image_kodak.py /data/kodak --sensitivity /data/kodak/kodim23.png   # both, one process
     python benchmarks/image_kodak.py /tmp/one_png_folder --quick          # CPU smoke check
 
-Images of one shape are fitted together (``shacira_nerf.image.batch.fit_images``): every image x every rate weight
-of one table size is one member of one batch, with its own parameters, so 24 Kodak images x 4 weights take two
-batches (landscape and portrait) instead of 96 runs. ``--no-batch`` fits them one by one with ``fit_image``.
+Images of one shape are fitted together (``shacira_nerf.image.train.fit_images``, the one trainer): every image x
+every rate weight of one table size is one member of one batch, with its own parameters, so 24 Kodak images x 4
+weights take two batches (landscape and portrait) instead of 96 runs. ``--no-batch`` fits them one by one with
+``fit_image`` (a batch of one: on CPU the same files).
 
 For every member the benchmark writes the .shac bytes (``encode_image_file``), decodes them, and measures PSNR of the
 decoded 8-bit rendering and bpp = 8 x file bytes / pixels. JPEG (Pillow, quality sweep) and WebP (if Pillow has it)
@@ -46,10 +47,9 @@ import torch
 from PIL import Image, features
 
 from shacira_nerf.core.quantizer import QUANTIZER_MODES
-from shacira_nerf.image.batch import fit_images
 from shacira_nerf.image.field import KODAK_PRESET, ImageField, ImageFieldConfig
 from shacira_nerf.image.image_file import decode_image_file, encode_image_file
-from shacira_nerf.image.train import fit_image, psnr, resolve_device, to_uint8
+from shacira_nerf.image.train import fit_image, fit_images, psnr, resolve_device, to_uint8
 
 JPEG_QUALITIES = (1, 2, 3, 5, 8, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 95)
 WEBP_QUALITIES = (0, 2, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)

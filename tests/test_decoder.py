@@ -27,7 +27,7 @@ def test_broadcast_and_matmul_decoding_agree_in_value_and_gradient() -> None:
 
 
 def test_batched_decoding_equals_each_member_alone() -> None:
-    """Leading batch dimensions (the stacked fits of image.batch) decode each member with its own decoder."""
+    """Leading batch dimensions (the stacked fits of image.train) decode each member with its own decoder."""
     torch.manual_seed(1)
     latents, weight, bias = torch.randn(3, 50, 4, 2), torch.randn(3, 4, 2, 1), torch.randn(3, 4, 1)
     for broadcast in (False, True):
@@ -35,3 +35,24 @@ def test_batched_decoding_equals_each_member_alone() -> None:
         assert out.shape == (3, 50, 4, 1)
         for b in range(3):
             torch.testing.assert_close(out[b], affine_per_level(latents[b], weight[b], bias[b], broadcast))
+
+
+def test_a_decoder_stack_decodes_each_member_as_itself() -> None:
+    """``LatentDecoder.stack`` (latent dims zero-padded) decodes member b's latents as decoder b alone, and hands
+    each member back unchanged (how the image trainer builds and returns its members)."""
+    torch.manual_seed(2)
+    decoders = [LatentDecoder(4, 1, 2), LatentDecoder(4, 2, 2)]
+    with torch.no_grad():
+        for d in decoders:
+            d.bias.normal_()
+    stack = LatentDecoder.stack(decoders)
+    assert stack.weight.shape == (2, 4, 2, 2) and stack.latent_dim == 2
+    latents = torch.randn(2, 30, 4, 2)
+    latents[0, ..., 1] = 0.0  # member 0's padded column, held at zero by StackedLatents
+    out = stack.per_level(latents)
+    assert out.shape == (2, 30, 8)
+    for b, d in enumerate(decoders):
+        torch.testing.assert_close(out[b], d.per_level(latents[b, ..., : d.latent_dim]))
+        back = LatentDecoder(4, d.latent_dim, 2)
+        stack.copy_member_to(b, back)
+        assert torch.equal(back.weight, d.weight) and torch.equal(back.bias, d.bias)

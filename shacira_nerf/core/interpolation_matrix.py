@@ -6,7 +6,7 @@ as a sparse matrix (CSR) with its transpose beside it, the forward pass is a spa
 pass the transposed multiply, instead of a gather whose backward is an atomic scatter-add: hundreds of thousands of
 pixels share each of a few thousand rows, and atomics on them serialise (and make CUDA results run-dependent). One
 multiply also serves many fits at once when they share the grid geometry: their tables are columns of one dense
-operand (``shacira_nerf.image.batch``).
+operand (``shacira_nerf.image.pixel_lookup``).
 
 Same numbers as ``hash_grid_interpolate`` up to float summation order: a point's corners that fall on one row (a hash
 collision, or the edge of a level) are merged into one entry with the summed weight.

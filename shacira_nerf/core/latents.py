@@ -3,12 +3,13 @@
 The latents are what SHACIRA entropy-codes: a table of ``level_sizes[l]`` rows of ``latent_dim`` values per level.
 They are trained as continuous numbers and quantized on the way out (``quantizer.py``); only their rounded integers
 are ever stored. All levels live in one flat parameter so that a single optimizer group and a single entropy-model
-call cover them; ``offsets`` says where each level starts.
+call cover them; ``offsets`` says where each level starts. ``StackedLatents`` holds the tables of several grids
+(the members of a batched image fit) as one ``[members, rows, dim]`` parameter.
 """
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from jaxtyping import Float
@@ -58,3 +59,67 @@ class Latents(nn.Module):
         if tuple(integers.shape) != tuple(self.values.shape):
             raise ValueError(f"latent table shape {tuple(integers.shape)} != expected {tuple(self.values.shape)}")
         self.values.copy_(integers.to(self.values))
+
+
+class StackedLatents(nn.Module):
+    """The latent tables of several grids as one zero-padded ``[members, rows, dim]`` parameter.
+
+    Why: one optimizer step, quantizer call, lookup and entropy-model call then serve every member (a batched fit of
+    many images or settings). Member ``i`` occupies ``values[i, :rows_i, :dim_i]``; the rest is padding, which
+    ``masked`` holds at exact zeros so that it never reaches a lookup, a decoder row or the rate.
+
+    Args:
+        members: the tables to stack (their values are copied in); they may differ in rows and latent dimension.
+    """
+
+    def __init__(self, members: Sequence[Latents]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("a stack needs at least one latent table")
+        self.shapes: List[Tuple[int, int]] = [(m.num_rows, m.latent_dim) for m in members]
+        self.level_sizes: List[List[int]] = [list(m.level_sizes) for m in members]
+        rows, dim = max(r for r, _ in self.shapes), max(d for _, d in self.shapes)
+        self.padded = any(shape != (rows, dim) for shape in self.shapes)
+        with torch.no_grad():
+            values = torch.zeros(len(members), rows, dim)
+            mask = torch.zeros(len(members), rows, dim)
+            for i, m in enumerate(members):
+                values[i, : m.num_rows, : m.latent_dim] = m.values
+                mask[i, : m.num_rows, : m.latent_dim] = 1.0
+        self.values = nn.Parameter(values)
+        self.register_buffer("mask", mask, persistent=False)
+
+    @property
+    def members(self) -> int:
+        return len(self.shapes)
+
+    @property
+    def num_latents(self) -> List[int]:
+        """Scalar latents of each member (its unpadded rows x latent_dim)."""
+        return [r * d for r, d in self.shapes]
+
+    def masked(self, table: Float[Tensor, "members rows dim"]) -> Float[Tensor, "members rows dim"]:
+        """``table`` with the padding set to exact zeros (a quantizer maps a padded 0 to about 1e-8 or, with SGA,
+        into (0, 1): Adam would turn such a gradient into real updates of padded decoder rows)."""
+        return table * self.mask if self.padded else table
+
+    def noise(self, generators: Sequence[Optional[torch.Generator]]) -> Float[Tensor, "members rows dim"]:
+        """Uniforms for a stochastic quantizer, member ``i``'s drawn from ``generators[i]`` in its own unpadded shape
+        (the numbers a lone grid of that shape would draw), then padded with 0.5."""
+        if len(generators) != self.members:
+            raise ValueError(f"need one noise generator per member, got {len(generators)} for {self.members}")
+        values = self.values.detach()
+        out = torch.full_like(values, 0.5)
+        for i, (generator, (rows, dim)) in enumerate(zip(generators, self.shapes)):
+            out[i, :rows, :dim] = torch.rand((rows, dim), generator=generator, device=values.device, dtype=values.dtype)
+        return out
+
+    @torch.no_grad()
+    def copy_member_to(self, index: int, latents: Latents) -> None:
+        """Write member ``index`` into the unstacked ``latents`` (which must have its shape)."""
+        rows, dim = self.shapes[index]
+        if (latents.num_rows, latents.latent_dim) != (rows, dim):
+            raise ValueError(
+                f"member {index} has {rows}x{dim} latents, the target {latents.num_rows}x{latents.latent_dim}"
+            )
+        latents.values.copy_(self.values[index, :rows, :dim])

@@ -194,6 +194,12 @@ def schedule_factors(config: ImageFieldConfig, step: int, steps: int) -> Tuple[f
     return lr, rate
 
 
+def stored_network_bits(config: ImageFieldConfig, floats: int) -> float:
+    """Bits a file spends on ``floats`` network weights at the config's storage precision (the size estimates of a
+    field and of a training batch share it)."""
+    return 8.0 * NETWORK_DTYPES[config.network_precision].itemsize * floats
+
+
 def pixel_centres(height: int, width: int, device: Union[str, torch.device] = "cpu") -> Float[Tensor, "hw 2"]:
     """Coordinates ((i + 0.5) / h, (j + 0.5) / w) of every pixel (i, j), row-major: the points the field is fit at."""
     rows = (torch.arange(height, dtype=torch.float32, device=device) + 0.5) / height
@@ -311,7 +317,7 @@ class ImageField(nn.Module):
         slightly larger (the file is the truth).
         """
         bits = self.grid.entropy_model.estimate_bits(torch.round(self.grid.latents.values))
-        network_bits = 8.0 * NETWORK_DTYPES[self.config.network_precision].itemsize * self.num_network_floats()
+        network_bits = stored_network_bits(self.config, self.num_network_floats())
         pixels = self.height * self.width
         return {
             "latent_bits": bits,

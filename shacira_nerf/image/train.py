@@ -1,37 +1,38 @@
-"""Fitting an ImageField to one image: Adam on MSE + lambda x bits per latent, with quantizer annealing.
+"""The one image trainer: a batch of ImageFields (B=1 for ``fit_image``) fitted with Adam on MSE + lambda x bits per
+latent, with quantizer annealing.
 
 The appendix trains all parameters jointly with Adam, one learning rate per kind (sec. 2): MLP 1e-3, decoder 0.01,
 latents 0.01, entropy model 1e-4. The rate term is normalised per latent as in the NeRF model (appendix eq. 3):
 ``loss = MSE + rate_lambda * bits / num_latents``; the soft-rounding sharpness (or the SGA temperature) anneals over
 ``anneal_fraction`` of the steps, straight-through rounding after. The latents are quantized once per step and that
 table feeds both the pixels and the rate, so with SGA both see the same random sample (drawn from a generator seeded
-from the fit's seed: a fit stays deterministic). At the end the entropy model alone is refit to the final integer
-latents (``refit_entropy_model``): the file's probability tables come from it, and at the appendix's 1e-4 it is
-still far from the latents' histogram after a few thousand steps.
+from the member's seed: a fit stays deterministic). At the end each member's entropy model alone is refit to its
+final integer latents (``EntropyModel.refit``): the file's probability tables come from it, and at the appendix's
+1e-4 it is still far from the latents' histogram after a few thousand steps.
 
-The training pixels never change, so on the pure-torch path the hash-grid corner rows and interpolation weights of
-every pixel are computed once (``PixelCorners``) instead of at every step: the same numbers as ``ShaciraGrid.forward``
-at a fraction of the CPU time.
+A batch trains as one stacked model (``batch.BatchedImageFields``) on core's modules: the batch's loss is the sum
+of its members' losses, so each member's gradients and Adam steps are its own. The pixels are looked up through
+core's lookup seam (``pixel_lookup``: a sparse matrix for whole-image steps, cached corners for random pixels).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor
 
 from shacira_nerf.core.entropy_model import REFIT_LR
-from shacira_nerf.core.hash_grid import corner_indices_and_weights
-from shacira_nerf.core.lookup import MatrixLookup
-from shacira_nerf.image.field import ImageField, ImageFieldConfig, pixel_centres, schedule_factors
+from shacira_nerf.image.batch import BatchedImageFields
+from shacira_nerf.image.field import ImageField, ImageFieldConfig, schedule_factors
+from shacira_nerf.image.pixel_lookup import PixelLookup
 
-CORNER_CACHE_BYTES = 2 * 1024**3
-"""Largest corner cache (rows + weights of every pixel) kept for training; beyond it corners are recomputed."""
+ProgressCallback = Callable[[int, Tensor], None]
+"""Called as ``callback(step, mse_per_member)`` every ``log_every`` steps (mse: float32 [B], detached)."""
 
 ESTIMATE_EVERY = 50
 """Steps between updates of the (estimated) bpp shown in the progress bar."""
@@ -80,62 +81,17 @@ def resolve_device(device: Union[str, torch.device]) -> torch.device:
     return torch.device(device)
 
 
-class PixelCorners:
-    """Corner rows and interpolation weights of every training pixel at every level, computed once.
-
-    ``features(index)`` equals ``grid(pixel_centres(h, w)[index])`` on the pure-torch path (the same gather and
-    weighted sum as ``hash_grid_interpolate``, then the per-level decoder), so training is unchanged, only faster.
-    With ``whole_image`` (every step sees every pixel) the lookup is core's fixed-point backend instead
-    (``lookup.MatrixLookup``: the same numbers up to summation order, and a backward pass without atomics).
-    """
-
-    def __init__(self, field: ImageField, device: torch.device, whole_image: bool = False) -> None:
-        self.grid = field.grid
-        x = pixel_centres(field.height, field.width, device)
-        self.matrix = MatrixLookup(field.grid.geometry, x) if whole_image else None
-        if self.matrix is None:
-            rows, weights = corner_indices_and_weights(x, field.grid.geometry)
-            self.rows: Int[Tensor, "hw levels corners"] = rows
-            self.weights: Float[Tensor, "hw levels corners"] = weights
-
-    @staticmethod
-    def fits(field: ImageField) -> bool:
-        """Whether the cache for this image stays under ``CORNER_CACHE_BYTES`` (int64 rows + float32 weights; the
-        sparse matrix and its transpose take about twice that)."""
-        per_pixel = field.config.num_levels * 4 * (8 + 4)
-        return field.height * field.width * per_pixel <= CORNER_CACHE_BYTES
-
-    def features(
-        self, index: Optional[Tensor] = None, quantized: Optional[Tensor] = None
-    ) -> Float[Tensor, "n levels_times_f"]:
-        """Grid features of the pixels ``index`` (all pixels if None), differentiable in latents and decoder.
-
-        ``quantized``: this step's latent table from ``grid.lookup_latents`` (default: quantize now).
-        """
-        table = self.grid.lookup_latents() if quantized is None else quantized
-        if self.matrix is not None:
-            if index is not None:
-                raise ValueError("a whole-image PixelCorners serves every pixel at once (index must be None)")
-            return self.grid.decoder.per_level(self.matrix(table))
-        rows = self.rows if index is None else self.rows[index]
-        weights = self.weights if index is None else self.weights[index]
-        flat = rows.reshape(-1)
-        channels = [
-            (torch.index_select(table[:, k], 0, flat).view_as(weights) * weights).sum(-1) for k in range(table.shape[1])
-        ]
-        return self.grid.decoder.per_level(torch.stack(channels, dim=-1))
-
-
-def make_optimizer(field: ImageField) -> torch.optim.Adam:
-    """Adam with one parameter group (and learning rate) per kind of parameter, as in the appendix."""
-    cfg = field.config
+def make_optimizer(batch: BatchedImageFields, fused: bool = False) -> torch.optim.Adam:
+    """Adam with one parameter group (and learning rate) per kind of parameter, as in the appendix (``fused``: the
+    one-kernel CUDA implementation)."""
+    cfg = batch.configs[0]
     groups = [
-        {"name": "mlp", "params": list(field.mlp.parameters()), "lr": cfg.lr_mlp},
-        {"name": "decoder", "params": list(field.grid.decoder.parameters()), "lr": cfg.lr_decoder},
-        {"name": "latents", "params": [field.grid.latents.values], "lr": cfg.lr_latents},
-        {"name": "entropy", "params": list(field.grid.entropy_model.parameters()), "lr": cfg.lr_entropy},
+        {"name": "mlp", "params": list(batch.mlp.parameters()), "lr": cfg.lr_mlp},
+        {"name": "decoder", "params": list(batch.decoder.parameters()), "lr": cfg.lr_decoder},
+        {"name": "latents", "params": [batch.latents.values], "lr": cfg.lr_latents},
+        {"name": "entropy", "params": list(batch.entropy_model.parameters()), "lr": cfg.lr_entropy},
     ]
-    return torch.optim.Adam(groups)
+    return torch.optim.Adam(groups, **({"fused": True} if fused else {}))
 
 
 def image_to_tensor(image: np.ndarray, device: torch.device) -> Float[Tensor, "hw 3"]:
@@ -145,6 +101,99 @@ def image_to_tensor(image: np.ndarray, device: torch.device) -> Float[Tensor, "h
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"image has no pixels: {image.shape}")
     return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).to(device).reshape(-1, 3).float() / 255.0
+
+
+def fit_images(
+    images: Sequence[np.ndarray],
+    configs: Sequence[ImageFieldConfig],
+    steps: int = 2000,
+    device: Union[str, torch.device] = "cpu",
+    seed: int = 0,
+    member_seeds: Optional[Sequence[int]] = None,
+    log_every: int = 0,
+    callback: Optional[ProgressCallback] = None,
+    progress: bool = False,
+) -> List[ImageField]:
+    """Fit member ``i`` (image ``images[i]`` with ``configs[i]``) for every i at once; returns eval-mode ImageFields.
+
+    Member ``i`` is initialised under its seed ``member_seeds[i]`` (default: ``seed`` for all), sees the random
+    pixels drawn from ``seed`` (shared by the batch) and, with SGA, its own noise (drawn from its seed), and its
+    entropy model is refit alone at the end: so a member's result does not depend on the other members' images or
+    rate weights, and a member equals ``fit_image`` of its image, config and seed. Deterministic on CPU for given
+    seeds (on CUDA the scatter-adds of the backward pass are not).
+
+    ``callback(step, mse_per_member)`` runs every ``log_every`` steps and at the last one; ``progress`` shows a rich
+    bar with the mean training-batch PSNR (and, for one member, the estimated bpp: networks at their storage
+    precision + latents under the entropy model; the file adds its headers).
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if len(images) != len(configs) or not images:
+        raise ValueError(f"need one config per image, got {len(images)} images and {len(configs)} configs")
+    seeds = [seed] * len(images) if member_seeds is None else [int(s) for s in member_seeds]
+    if len(seeds) != len(images):
+        raise ValueError("need one seed per member")
+    device = resolve_device(device)
+    h, w = int(images[0].shape[0]), int(images[0].shape[1])
+    if any(tuple(im.shape[:2]) != (h, w) for im in images):
+        raise ValueError("all images of a batch must have the same height and width (group them by shape)")
+    targets = torch.stack([image_to_tensor(im, device) for im in images])  # [B, hw, 3]
+    fields = []
+    for config, member_seed in zip(configs, seeds):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(member_seed)
+            fields.append(ImageField(config, h, w, device=device))
+    cfg = fields[0].config
+    fused_rate = fields[0].grid.fused_rate
+    batch = BatchedImageFields(fields, fused_rate=fused_rate).to(device)
+    del fields
+    batch.train()
+    full_batch = h * w <= cfg.batch_pixels
+    lookup = PixelLookup(batch.geometries, h, w, device, cfg.implementation, whole_image=full_batch)
+    optimizer = make_optimizer(batch, fused=device.type == "cuda")
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    rate_lambda = torch.tensor([c.rate_lambda for c in batch.configs], device=device)
+    use_rate = bool((rate_lambda > 0).any())
+    rate_scale = rate_lambda / batch.num_latents
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    noise_generators = [sga_noise_generator(s, device) for s in seeds]
+
+    bar = _progress_bar(progress)
+    task = bar.add_task("fitting", total=steps, psnr=float("nan"), bpp=float("nan"))
+    with bar:
+        for step in range(steps):
+            batch.set_progress(step, steps)
+            rate_factor = apply_schedule(optimizer, base_lrs, cfg, step, steps)
+            index = (
+                None if full_batch else torch.randint(0, h * w, (cfg.batch_pixels,), device=device, generator=generator)
+            )
+            q = batch.quantized(noise_generators)  # one table (one SGA sample) per step, for pixels and rate
+            rgb = batch.rgb(lookup(q, index))
+            mse = ((rgb - (targets if index is None else targets[:, index])) ** 2).mean(dim=(1, 2))
+            loss = mse.sum()
+            if use_rate:
+                loss = loss + (rate_scale * rate_factor * batch.rate_bits(q)).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if callback is not None and log_every > 0 and (step % log_every == 0 or step == steps - 1):
+                callback(step, mse.detach())
+            if progress:
+                shown = {"psnr": sum(psnr_from_mse(mse.detach())) / batch.members}
+                if step % ESTIMATE_EVERY == 0 or step == steps - 1:
+                    bpp = batch.estimate_bpp()
+                    shown["bpp"] = float("nan") if bpp is None else bpp
+                bar.update(task, advance=1, **shown)
+    batch.set_progress(steps, steps)
+    batch.eval()
+    out = []
+    for i in range(batch.members):
+        field = batch.member(i)
+        refit_entropy_model(field, field.config.entropy_refit_steps)
+        field.eval()
+        out.append(field)
+    return out
 
 
 def fit_image(
@@ -157,69 +206,10 @@ def fit_image(
 ) -> ImageField:
     """Fit an ImageField to a uint8 HxWx3 image; returns it in eval mode (hard-rounded latents, as stored).
 
-    Deterministic for a given seed on CPU: the initialisation runs under a forked, seeded RNG and the pixel
-    sampling and the SGA noise use their own seeded generators (on CUDA the scatter-adds of the backward pass are not
-    deterministic). ``progress`` shows a rich bar with the training-batch PSNR and the estimated bpp (networks as
-    float32 + latents under the entropy model; the file adds its headers).
+    A batch of one of ``fit_images`` (the one trainer): deterministic for a given seed on CPU; ``progress`` shows a
+    rich bar with the training-batch PSNR and the estimated bpp.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    device = resolve_device(device)
-    h, w = int(image.shape[0]), int(image.shape[1])
-    target = image_to_tensor(image, device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        field = ImageField(config, h, w, device=device)
-    field = field.to(device)
-    field.train()
-    optimizer = make_optimizer(field)
-    full_batch = h * w <= field.config.batch_pixels
-    fixed_corners = field.grid.implementation == "torch" or full_batch  # tcnn/triton gather faster than cached rows
-    corners = (
-        PixelCorners(field, device, whole_image=full_batch) if fixed_corners and PixelCorners.fits(field) else None
-    )
-    coords = None if corners is not None else pixel_centres(h, w, device)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
-    noise_generator = sga_noise_generator(seed, device)
-    num_latents = field.num_latents()
-    rate_lambda = field.config.rate_lambda
-
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
-
-    bar = _progress_bar(progress)
-    task = bar.add_task("fitting", total=steps, psnr=float("nan"), bpp=float("nan"))
-    with bar:
-        for step in range(steps):
-            field.grid.set_progress(step, steps)
-            rate_factor = apply_schedule(optimizer, base_lrs, field.config, step, steps)
-            index = (
-                None
-                if full_batch
-                else torch.randint(0, h * w, (field.config.batch_pixels,), device=device, generator=generator)
-            )
-            q = field.grid.lookup_latents(generator=noise_generator)  # one table (one SGA sample) per step
-            if corners is not None:
-                rgb = field.rgb_from_features(corners.features(index, q))
-            else:
-                rgb = field(coords if index is None else coords[index], q)
-            mse = torch.mean((rgb - (target if index is None else target[index])) ** 2)
-            loss = mse
-            if rate_lambda > 0:
-                loss = loss + rate_lambda * rate_factor * field.grid.rate_bits(q) / num_latents
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if progress:
-                fields = {"psnr": -10.0 * math.log10(max(float(mse.detach()), 1e-12))}
-                if step % ESTIMATE_EVERY == 0 or step == steps - 1:
-                    fields["bpp"] = field.estimate_bits()["bpp"]
-                bar.update(task, advance=1, **fields)
-    field.grid.set_progress(steps, steps)
-    field.round_networks()  # to the file's precision: what is measured from here on is what decodes
-    refit_entropy_model(field, field.config.entropy_refit_steps)
-    field.eval()
-    return field
+    return fit_images([image], [config], steps, device, seed, progress=progress)[0]
 
 
 def refit_entropy_model(field: ImageField, steps: int, lr: float = REFIT_LR) -> None:
@@ -239,3 +229,8 @@ def _progress_bar(enabled: bool) -> Progress:
         TimeRemainingColumn(),
         disable=not enabled,
     )
+
+
+def psnr_from_mse(mse: Tensor) -> List[float]:
+    """PSNR (dB, peak 1) of each member's training-batch MSE, for progress lines."""
+    return [-10.0 * math.log10(max(float(m), 1e-12)) for m in mse.reshape(-1).cpu()]
