@@ -16,6 +16,15 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
+import torch
+
+# Triton's interpreter runs the kernels of tests/test_lookup.py on CPUs. It is set here, before anything imports
+# Triton (torch.compiler.disable, used in core, imports torch._dynamo and with it Triton and torch's own Triton
+# kernels; kernels defined before the variable is set are not interpreted). Subprocesses, which run as a user's
+# machine does, do not inherit it (``offline_env``).
+_INTERPRET_SET_HERE = "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available()
+if _INTERPRET_SET_HERE:
+    os.environ["TRITON_INTERPRET"] = "1"
 
 REPO = Path(__file__).resolve().parents[1]
 SCENE = REPO / "data" / "shacira-toy"
@@ -25,6 +34,8 @@ RATE_TEST_LAMBDA = 0.01
 
 def offline_env(torch_home: Path) -> Dict[str, str]:
     env = dict(os.environ)
+    if _INTERPRET_SET_HERE:
+        env.pop("TRITON_INTERPRET", None)
     env.update(
         CUDA_VISIBLE_DEVICES="",
         TORCH_HOME=str(torch_home),

@@ -11,8 +11,9 @@ One operation, several implementations, chosen once when a grid is built (as ner
 | ``corners`` | any device, fixed points | the corner rows and weights of points that never move, computed once; serves any subset of them per call |
 
 ``auto`` (the default everywhere) is the fastest *tested* backend for the device: ``triton`` on CUDA, ``torch``
-elsewhere. tiny-cuda-nn is never chosen automatically: its path has not been run against the reference on our
-machines (no tiny-cuda-nn build there), and an untested path is never a default.
+elsewhere. tiny-cuda-nn is never chosen automatically: built from source on the H200 (``benchmarks/gpu/
+build_tcnn.sh``), its forward pass segfaulted there, so its path has not passed the reference test, and an untested
+path is never a default.
 
 The fixed-point backends (``MatrixLookup``, ``CornerCacheLookup``) are built for their points and called as
 ``lookup(table, index=...)`` (``index``: which of the points, None for all). Every backend returns
