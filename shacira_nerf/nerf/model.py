@@ -67,8 +67,8 @@ class ShaciraModelConfig(NerfactoModelConfig):
     entropy_model: str = "factorized"
     """Which entropy model codes each grid's latents: "factorized" (one CDF per latent dimension, the appendix's) or
     "per_level" (one per level and latent dimension, tables stored per level). The default stays "factorized": on
-    the H200 lego file's integers per-level tables code 4.9% fewer latent bytes (3.9% of the file with their tables,
-    benchmarks/README.md), not yet measured on a trained run."""
+    the H200 lego file's integers a refit per-level model codes 4.4% fewer latent bytes, 2.8% of the file after its
+    larger tables (benchmarks/README.md), but no run has been trained with it yet (PSNR and step time unmeasured)."""
     network_precision: str = "float16"
     """How the scene file stores the networks (MLPs, latent decoders, the mean appearance embedding): "float16"
     halves their bytes; training rounds them to it after its last step, so the checkpoint, ns-eval and the file hold
