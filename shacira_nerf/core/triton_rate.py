@@ -18,9 +18,9 @@ parameters enter in their effective form, 43 floats per channel (``pack_paramete
 softplus of each matrix (non-negative weights), the biases, and tanh of each factor.
 
 The per-level model (``per_level_entropy``) runs through the same launch: the parameters are one set per (level,
-channel), and the second grid axis names the set; each program reads its level's row range from the offsets, so the
-parameters stay scalar per program (no per-latent gather) and the partial sums never mix levels. The factorized
-model is the one-level case (offsets [0, n]), with exactly the programs and sums it had before.
+channel); a program table made once per grid says which level and block each program codes, so each program's
+parameters stay scalar (no per-latent gather), no program straddles two levels, and the partial sums are kept per
+level. The factorized model is the one-level case (offsets [0, n]), with exactly the programs and sums it had.
 """
 
 from __future__ import annotations
@@ -220,20 +220,21 @@ def _logit_backward(x, dz, p):
 
 @triton.jit
 def _rate_kernel(
-    q_ptr, p_ptr, offsets_ptr, bits_ptr, grad_q_ptr, gp_ptr, bound,
+    q_ptr, p_ptr, offsets_ptr, level_ptr, block_ptr, bits_ptr, grad_q_ptr, gp_ptr, bound, max_blocks,
     C: tl.constexpr, BLOCK: tl.constexpr, NEED_GRAD: tl.constexpr,
 ):  # fmt: skip
-    # Program (pid, j): block pid of level j // C, latent channel j % C, under parameter set j.
+    # Program (pid, c): block ``block_ptr[pid]`` of level ``level_ptr[pid]``, latent channel c, under parameter set
+    # level * C + c; its partial sums go to slot (level, block, c) of [levels, max_blocks, C].
     pid = tl.program_id(0)
-    j = tl.program_id(1)
-    level = j // C
-    c = j % C
+    c = tl.program_id(1)
+    level = tl.load(level_ptr + pid)
+    block = tl.load(block_ptr + pid)
     start = tl.load(offsets_ptr + level)
     stop = tl.load(offsets_ptr + level + 1)
-    offs = start + pid * BLOCK + tl.arange(0, BLOCK)
+    offs = start + block * BLOCK + tl.arange(0, BLOCK)
     mask = offs < stop
     v = tl.load(q_ptr + offs.to(tl.int64) * C + c, mask=mask, other=0.0)
-    p = p_ptr + j * 43
+    p = p_ptr + (level * C + c) * 43
     z_lo = _logit(v - 0.5, p)
     z_hi = _logit(v + 0.5, p)
     total = z_lo + z_hi
@@ -245,7 +246,7 @@ def _rate_kernel(
     kept = prob > bound  # torch.clamp_min passes no gradient at the bound itself
     prob = tl.where(kept, prob, bound)
     bits = tl.where(mask, -tl.log2(prob), 0.0)
-    slot = (pid * tl.num_programs(1) + j).to(tl.int64)
+    slot = ((level * max_blocks + block) * C + c).to(tl.int64)
     tl.store(bits_ptr + slot, tl.sum(bits, axis=0))
     if NEED_GRAD:
         # d bits / d prob = -1 / (prob ln 2) where the bound is not active; d prob / d diff = sign(diff).
@@ -405,9 +406,18 @@ def pack_parameters(matrices: List[Tensor], biases: List[Tensor], factors: List[
 
 
 @functools.lru_cache(maxsize=64)
-def _offsets_on(offsets: Tuple[int, ...], device: str) -> Tensor:
-    """The level offsets as an int64 tensor on ``device``, made once (no host-to-device copy per step)."""
-    return torch.tensor(offsets, dtype=torch.int64, device=device)
+def _programs(offsets: Tuple[int, ...], device: str) -> Tuple[Tensor, Tensor, Tensor, int]:
+    """The kernel's program table for these level offsets, made once per device (no host-to-device copy per
+    step): the offsets (int64), each program's level and block within it (int32), and the most blocks of a level."""
+    blocks = [triton.cdiv(max(hi - lo, 1), BLOCK_LATENTS) for lo, hi in zip(offsets, offsets[1:])]
+    levels = [level for level, count in enumerate(blocks) for _ in range(count)]
+    within = [block for count in blocks for block in range(count)]
+    return (
+        torch.tensor(offsets, dtype=torch.int64, device=device),
+        torch.tensor(levels, dtype=torch.int32, device=device),
+        torch.tensor(within, dtype=torch.int32, device=device),
+        max(blocks),
+    )
 
 
 class _FusedRate(torch.autograd.Function):
@@ -418,24 +428,25 @@ class _FusedRate(torch.autograd.Function):
     def forward(ctx, q: Tensor, packed: Tensor, bound: float, offsets: Tuple[int, ...]) -> Tensor:  # noqa: ANN001
         n, channels = q.shape
         levels = len(offsets) - 1
-        # Every level gets as many blocks as the largest: a level's blocks then never mix parameter sets, and the
-        # partial sums stay a plain [blocks, sets] array that torch sums in a fixed order. A smaller level's extra
-        # programs are fully masked (they add zeros).
-        programs = max(triton.cdiv(max(hi - lo, 1), BLOCK_LATENTS) for lo, hi in zip(offsets, offsets[1:]))
-        sets = levels * channels
+        offsets_t, program_level, program_block, max_blocks = _programs(offsets, str(q.device))
+        programs = program_level.shape[0]
+        # Partial sums by (level, block, channel): summed over blocks in a fixed order, so the result is
+        # deterministic and never mixes levels. With one level this is the factorized layout [blocks, C]. A level
+        # with fewer blocks than the largest leaves zeros (one memset; no program computes for nothing).
         need_grad = any(ctx.needs_input_grad[:2])
-        bits = torch.empty(programs, sets, device=q.device, dtype=torch.float32)
+        partial = torch.empty if levels == 1 else torch.zeros
+        bits = partial(levels, max_blocks, channels, device=q.device, dtype=torch.float32)
         if need_grad:
             grad_q = torch.empty_like(q)
-            grad_packed = torch.empty(programs, sets, NUM_PARAMETERS, device=q.device, dtype=torch.float32)
+            grad_packed = partial(levels, max_blocks, channels, NUM_PARAMETERS, device=q.device, dtype=torch.float32)
         else:
             grad_q = grad_packed = bits  # pointers the kernel does not touch
-        _rate_kernel[(programs, sets)](
-            q, packed, _offsets_on(offsets, str(q.device)), bits, grad_q, grad_packed, bound,
+        _rate_kernel[(programs, channels)](
+            q, packed, offsets_t, program_level, program_block, bits, grad_q, grad_packed, bound, max_blocks,
             C=channels, BLOCK=BLOCK_LATENTS, NEED_GRAD=need_grad,
         )  # fmt: skip
         if need_grad:
-            ctx.save_for_backward(grad_q, grad_packed.sum(0))
+            ctx.save_for_backward(grad_q, grad_packed.sum(1).reshape(levels * channels, NUM_PARAMETERS))
         return bits.sum()
 
     @staticmethod
