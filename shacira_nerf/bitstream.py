@@ -68,8 +68,11 @@ def grid_tables(
     sections = stream_layout(model.name, grid.geometry.level_sizes, latents.shape[1], whole_table=False)
     lows: Dict[int, int] = {}
     highs: Dict[int, int] = {}
-    for _, streams in sections:
+    for level, (_, streams) in enumerate(sections):
         for first, rows, d, t in streams:
+            if model.table_index(level, d) != t:  # the model's tables must be the ones the decoder will read
+                raise ValueError(f"{model.name} entropy model codes level {level} dimension {d} with table "
+                                 f"{model.table_index(level, d)}, the file layout says {t}")  # fmt: skip
             column = latents[first : first + rows, d]
             lows[t] = min(lows.get(t, int(column.min())), int(column.min()))
             highs[t] = max(highs.get(t, int(column.max())), int(column.max()))

@@ -71,9 +71,9 @@ def test_per_level_likelihood_is_each_levels_own_factorized_model() -> None:
 def test_pmf_of_every_table_sums_to_one(model: str) -> None:
     grid = _grid(model)
     em = grid.entropy_model
-    assert em.name == model and em.num_tables == len(table_layout(model, GEOMETRY.num_levels, 2)[0]) * (
-        1 if model == "factorized" else GEOMETRY.num_levels
-    )
+    assert em.name == model and em.num_tables == file_layer.entropy_tables(model, GEOMETRY.num_levels, 2)
+    for level in range(GEOMETRY.num_levels):
+        assert [em.table_index(level, d) for d in range(2)] == table_layout(model, GEOMETRY.num_levels, 2)[level]
     for t in range(em.num_tables):
         pmf = em.pmf(t, -3000, 3000)
         assert abs(pmf.sum() - 1.0) < 1e-4 and (pmf > 0).all(), t
