@@ -8,11 +8,13 @@ table per (level, dimension) and decoding reads those (``bitstream.py``), so it 
 
 How it evaluates without a launch per level: the rows of a grid's table belong to levels in contiguous blocks
 (``Latents.offsets``). The torch path spreads the [rows, C] latents into a zero-padded [max level rows, levels x C]
-table with one scatter, runs the factorized CDF MLP over its levels x C channels in one go (the very same code), and
-gathers the valid entries back: two kernels more than the factorized model, whatever the number of levels; the
-padding costs (levels x the largest level) / rows in memory and time (1.0-1.4x for nerfacto-like grids, whose fine
-levels all have the hash table's size). The fused Triton kernel reads each level's row range instead of padding
-(``triton_rate``).
+table with one index_copy, runs the factorized CDF MLP over its levels x C channels in one go (the very same code),
+and gathers the valid entries back with one index_select: two kernels more than the factorized model (and two in the
+backward pass), whatever the number of levels; the padding costs (levels x the largest level) / rows in memory and
+time (1.0-1.4x for nerfacto-like grids, whose fine levels all have the hash table's size). Measured on the 2-core
+CPU, a 16-level grid of 2^15-row tables (457k rows, 1.15x padding): the rate and its backward take ~185 ms against
+the factorized model's ~128 ms, most of the difference in the MLP's many small batched products. The fused Triton
+kernel reads each level's row range instead of padding (``triton_rate``).
 """
 
 from __future__ import annotations
@@ -66,14 +68,15 @@ class PerLevelEntropyModel(EntropyModel):
         return self.offsets[-1]
 
     def _rows(self, device: torch.device) -> Tuple[Tensor, Tensor]:
-        """(level, row within the level) of every row, made once per device."""
+        """(level, position in the padded table: row within the level x levels + level) of every row, made once per
+        device."""
         key = str(device)
         if key not in self._index:
             sizes = torch.tensor(self.level_sizes, device=device)
             level = torch.repeat_interleave(torch.arange(self.num_levels, device=device), sizes)
             starts = torch.tensor(self.offsets[:-1], device=device)
             row = torch.arange(self.num_rows, device=device) - starts[level]
-            self._index[key] = (level, row)
+            self._index[key] = (level, row * self.num_levels + level)
         return self._index[key]
 
     def _check(self, x: Tensor) -> None:
@@ -82,16 +85,16 @@ class PerLevelEntropyModel(EntropyModel):
                              f"{tuple(x.shape)}")  # fmt: skip
 
     def _spread(self, x: Float[Tensor, "rows channels"]) -> Float[Tensor, "level_rows sets"]:
-        """The rows as a zero-padded table: entry (r, level * C + d) is row r of that level, dimension d."""
-        level, row = self._rows(x.device)
-        padded = x.new_zeros(self.max_level_rows, self.num_levels, self.channels)
-        padded = padded.index_put((row, level), x)
+        """The rows as a zero-padded table: entry (r, level * C + d) is row r of that level, dimension d (one
+        index_copy; its gradient is an index_select)."""
+        _, position = self._rows(x.device)
+        padded = x.new_zeros(self.max_level_rows * self.num_levels, self.channels).index_copy(0, position, x)
         return padded.view(self.max_level_rows, self.num_tables)
 
     def _gather(self, y: Float[Tensor, "level_rows sets"]) -> Float[Tensor, "rows channels"]:
-        """Inverse of ``_spread``: the grid's rows back out of the padded table."""
-        level, row = self._rows(y.device)
-        return y.view(self.max_level_rows, self.num_levels, self.channels)[row, level]
+        """Inverse of ``_spread``: the grid's rows back out of the padded table (one index_select)."""
+        _, position = self._rows(y.device)
+        return y.reshape(self.max_level_rows * self.num_levels, self.channels).index_select(0, position)
 
     def likelihood(self, x: Float[Tensor, "rows channels"]) -> Float[Tensor, "rows channels"]:
         """P(x) of each row under its level's CDFs (eq. 2), float32, bounded below (the factorized model's)."""
