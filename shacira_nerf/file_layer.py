@@ -191,9 +191,9 @@ class GridEntry:
     num_latents: int
     shannon_bits: float
     latent_streams: str
-    entropy_model: str = "factorized"
+    entropy_model: str
     """Which entropy model's tables code the latents (files written before the key: factorized)."""
-    num_tables: int = 0
+    num_tables: int
     """Coding tables the grid stores (``<grid>/table/<i>``, ``entropy_tables``)."""
 
 
