@@ -172,6 +172,13 @@ def read_setting(what: str, value: Any, default: Any, kind: Any, int_range: Tupl
 # ------------------------------------------------------------------------------------------------ envelope
 GEOMETRY_KEYS = ("dim", "num_levels", "min_res", "max_res", "log2_hashmap_size")
 LATENT_STREAMS = ("per_level", "whole_table")
+ENTROPY_MODELS = ("factorized", "per_level")
+"""Entropy models a grid entry may name (``core.entropy_model.ENTROPY_MODELS``; a file without the key: factorized)."""
+
+
+def entropy_tables(model: str, num_levels: int, latent_dim: int) -> int:
+    """Coding tables a grid stores under ``model``: one per latent dimension, or one per (level, dimension)."""
+    return latent_dim if model == "factorized" else num_levels * latent_dim
 
 
 @dataclass(frozen=True)
@@ -184,12 +191,17 @@ class GridEntry:
     num_latents: int
     shannon_bits: float
     latent_streams: str
+    entropy_model: str
+    """Which entropy model's tables code the latents (files written before the key: factorized)."""
+    num_tables: int
+    """Coding tables the grid stores (``<grid>/table/<i>``, ``entropy_tables``)."""
 
 
 def read_grid_entry(name: str, value: Any) -> GridEntry:
     what = f"grids.{name}"
     entry = need_dict(value, what)
-    need_keys(entry, what, ("geometry", "latent_dim", "feature_dim", "num_latents", "shannon_bits", "latent_streams"))
+    need_keys(entry, what, ("geometry", "latent_dim", "feature_dim", "num_latents", "shannon_bits", "latent_streams",
+                            "entropy_model", "num_tables"))  # fmt: skip
     geometry = need_dict(entry.get("geometry"), f"{what}.geometry")
     need_keys(geometry, f"{what}.geometry", GEOMETRY_KEYS)
     limits = {"dim": (2, 3), "num_levels": (1, MAX_LEVELS), "min_res": (1, MAX_RES), "max_res": (1, MAX_RES),
@@ -205,6 +217,15 @@ def read_grid_entry(name: str, value: Any) -> GridEntry:
     if streams not in LATENT_STREAMS:
         raise ContainerError(f"header {what} has an unknown latent stream layout {shown(streams)} (known: "
                              f"{', '.join(LATENT_STREAMS)}; written by a newer shacira-nerf?)")  # fmt: skip
+    model = entry.get("entropy_model", "factorized")
+    if model not in ENTROPY_MODELS:
+        raise ContainerError(f"header {what} names an unknown entropy model {shown(model)} (known: "
+                             f"{', '.join(ENTROPY_MODELS)}; written by a newer shacira-nerf?)")  # fmt: skip
+    tables = entropy_tables(model, checked["num_levels"], latent_dim)
+    claimed = need_int(entry.get("num_tables", tables), f"{what}.num_tables", 1, MAX_LEVELS * MAX_DIM)
+    if claimed != tables:
+        raise ContainerError(f"header {what} claims {claimed} coding tables; a {model} grid of "
+                             f"{checked['num_levels']} levels x {latent_dim} dimensions has {tables}")  # fmt: skip
     return GridEntry(
         geometry=checked,
         latent_dim=latent_dim,
@@ -212,6 +233,8 @@ def read_grid_entry(name: str, value: Any) -> GridEntry:
         num_latents=num_latents,
         shannon_bits=need_number(entry.get("shannon_bits"), f"{what}.shannon_bits", 0.0),
         latent_streams=streams,
+        entropy_model=model,
+        num_tables=tables,
     )
 
 

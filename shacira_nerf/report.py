@@ -52,6 +52,7 @@ def file_report(data: bytes) -> Dict[str, Any]:
         "latent_bytes": latent_payload,
         "bits_per_latent": 8 * latent_payload / num_latents if num_latents else None,
         "shannon_bits": sum(g.shannon_bits for g in env.grids.values()),
+        "entropy_models": {name: g.entropy_model for name, g in env.grids.items()},
     }
     if num_latents:
         # The same tables stored plainly: rows x latent_dim numbers at float32 / float16.
@@ -80,6 +81,12 @@ def format_report(path: str, report: Dict[str, Any]) -> str:
         lines.append(f"  latents:         {report['num_latents']:,} coded in {report['latent_bytes']:,} bytes "
                      f"= {report['bits_per_latent']:.3f} bits/latent "
                      f"(Shannon bound under the stored tables: {report['shannon_bits'] / 8:,.0f} bytes)")  # fmt: skip
+        models = report.get("entropy_models", {})
+        by_model: Dict[str, list] = {}
+        for name, model in models.items():
+            by_model.setdefault(model, []).append(escape(name))
+        used = "; ".join(f"{model} ({', '.join(names)})" for model, names in sorted(by_model.items()))
+        lines.append(f"  entropy model:   {used}")
         lines.append(f"  vs plain grid:   {report['ratio_to_float32_grid']:.1f}x smaller than float32, "
                      f"{report['ratio_to_float16_grid']:.1f}x smaller than float16 (same tables, whole file)")  # fmt: skip
     if "bpp" in report:

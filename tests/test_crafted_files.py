@@ -369,10 +369,33 @@ def scene_cases() -> Dict[str, SceneCase]:
             "outside the latents' range",
             False,
         ),  # fmt: skip
+        "unknown entropy model": (
+            _edit(set_path("grids", "field", "entropy_model", "context")),
+            'grids.field names an unknown entropy model "context"',
+            True,
+        ),
+        "more coding tables than levels x dims": (
+            _edit(lambda h, s: h["grids"]["field"].update(entropy_model="per_level", num_tables=999)),
+            "claims 999 coding tables; a per_level grid of 4 levels x 2 dimensions has 8",
+            True,
+        ),  # fmt: skip
+        "entropy model not the settings'": (
+            _edit(set_path("grids", "field", "entropy_model", "per_level")),
+            "coded with the per_level entropy model, the settings make factorized",
+            False,
+        ),
+        "per-level tables missing": (_edit(_per_level_everywhere), "missing section 'field/table/2'", False),
         "missing latents": (_edit(drop_section("field/latents/1")), "missing section 'field/latents/1'", False),
         "missing table": (_edit(drop_section("proposal_0/table/1")), "missing section 'proposal_0/table/1'", False),
         "missing network": (_edit(drop_section("network/field.mlp_head.layers.0.weight")), "missing section", False),
     }
+
+
+def _per_level_everywhere(header: dict, sections: Dict[str, bytes]) -> None:
+    """Settings and every grid entry say per_level; the sections are still the factorized file's (2 tables)."""
+    header["model_config"]["entropy_model"] = "per_level"
+    for entry in header["grids"].values():
+        entry["entropy_model"] = "per_level"
 
 
 def _cams(arr: np.ndarray, column: int, value: float) -> np.ndarray:

@@ -27,6 +27,7 @@ from shacira_nerf.core.lookup import (  # noqa: E402
     resolve_backend_name,
     resolve_lookup,
 )
+from shacira_nerf.core.per_level_entropy import PerLevelEntropyModel  # noqa: E402
 from shacira_nerf.core.quantizer import AnnealedQuantizer  # noqa: E402
 from shacira_nerf.core.rate import bits_from_likelihoods  # noqa: E402
 
@@ -128,6 +129,33 @@ def test_fused_rate_without_gradients_is_the_same_number() -> None:
     q = torch.randn(300, 2, device=DEVICE) * 3
     with torch.no_grad():
         torch.testing.assert_close(model.bits(q, fused=True), model.bits(q), rtol=1e-5, atol=1e-3)
+
+
+def test_fused_per_level_rate_matches_the_reference() -> None:
+    """The per-level layout: each program reads its level's rows and parameter set (levels shorter and longer than
+    a block of the kernel), values and gradients against the torch reference, and without gradients."""
+    torch.manual_seed(5)
+    offsets = [0, 3, 260, 300]
+    model = PerLevelEntropyModel(2, offsets)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    model = model.to(DEVICE)
+    g = torch.Generator().manual_seed(8)
+    q = torch.randn(300, 2, generator=g) * 4
+    q[:150] = torch.round(q[:150])
+    q[250:255] = 80.0  # the bound is active: no gradient there
+    q = q.to(DEVICE).requires_grad_(True)
+    params = [q, *model.parameters()]
+    ref = bits_from_likelihoods(model.likelihood(q))
+    fused = model.bits(q, fused=True)
+    torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-3)
+    for got, want in zip(torch.autograd.grad(fused * 0.5, params), torch.autograd.grad(ref * 0.5, params)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()) + 1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(model.bits(q, fused=True), ref.detach(), rtol=1e-5, atol=1e-3)
+    with pytest.raises(ValueError, match="300 rows"):
+        model.bits(q[:299], fused=True)
 
 
 def _grid_pair(backend: str, geometry: GridGeometry) -> tuple:

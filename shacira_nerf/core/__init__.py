@@ -8,6 +8,7 @@ from shacira_nerf.core.entropy_model import FactorizedEntropyModel
 from shacira_nerf.core.grid import ShaciraGrid
 from shacira_nerf.core.hash_grid import GridGeometry, hash_grid_lookup
 from shacira_nerf.core.latents import Latents
+from shacira_nerf.core.per_level_entropy import PerLevelEntropyModel
 from shacira_nerf.core.quantizer import AnnealedQuantizer, sga_round, soft_round, ste_round
 from shacira_nerf.core.rate import bits_from_likelihoods
 
@@ -17,6 +18,7 @@ __all__ = [
     "GridGeometry",
     "LatentDecoder",
     "Latents",
+    "PerLevelEntropyModel",
     "ShaciraGrid",
     "bits_from_likelihoods",
     "hash_grid_lookup",

@@ -18,7 +18,7 @@ latents; its likelihood function is private API. The parameterization here is th
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -41,6 +41,25 @@ REFIT_TOLERANCE = 1e-4
 LIKELIHOOD_BOUND = 1e-9
 """Smallest likelihood the rate term sees: bounds the bits of one latent at about 30 (keeps log2 finite)."""
 
+ENTROPY_MODELS = ("factorized", "per_level")
+"""The entropy models a grid may use (``ShaciraModelConfig.entropy_model``) and a file's grid may name
+(``file_layer.ENTROPY_MODELS`` repeats them, torch-free; a test holds the two equal)."""
+
+
+def table_layout(name: str, num_levels: int, channels: int) -> List[List[int]]:
+    """``layout[level][channel]``: the index of the coding table (``<grid>/table/<index>`` in a file) that codes
+    latent ``channel`` of level ``level`` under the entropy model ``name``.
+
+    Pure arithmetic on the file's header values, so the decoder gets the stream layout without building a model:
+    "factorized" shares one table per channel across the levels, "per_level" has one per (level, channel),
+    numbered ``level * channels + channel``.
+    """
+    if name == "factorized":
+        return [list(range(channels)) for _ in range(num_levels)]
+    if name == "per_level":
+        return [[level * channels + d for d in range(channels)] for level in range(num_levels)]
+    raise ValueError(f"unknown entropy model {name!r} (known: {', '.join(ENTROPY_MODELS)})")
+
 
 class EntropyModel(nn.Module):
     """What the rest of the package asks of an entropy model over integer latents [n, channels] (in CompressAI's
@@ -49,6 +68,14 @@ class EntropyModel(nn.Module):
     """
 
     channels: int
+    name: str = ""
+    """Which model this is (one of ``ENTROPY_MODELS``): the file records it per grid."""
+    num_tables: int
+    """Coding tables the file stores for a grid under this model (``table_layout``)."""
+
+    def table_index(self, level: int, channel: int) -> int:
+        """The coding table of latent ``channel`` at ``level`` (``table_layout``)."""
+        raise NotImplementedError
 
     def likelihood(self, x: Float[Tensor, "n channels"]) -> Float[Tensor, "n channels"]:
         """Differentiable probability of each (possibly soft-rounded) latent, bounded below."""
@@ -66,9 +93,15 @@ class EntropyModel(nn.Module):
         """
         raise NotImplementedError
 
-    def pmf(self, channel: int, low: int, high: int) -> np.ndarray:
-        """Float64 probabilities of the integers ``low..high`` of one channel: what the coder's tables come from."""
+    def pmf(self, table: int, low: int, high: int) -> np.ndarray:
+        """Float64 probabilities of the integers ``low..high`` under coding table ``table`` (``table_index``; for the
+        factorized model, the channel): what the coder's integer tables come from."""
         raise NotImplementedError
+
+    def histogram(self, integers: Float[Tensor, "n channels"]) -> List[Tuple[Tensor, Tensor]]:
+        """(distinct values, counts) of the integers each coding table codes, in table order (what ``refit`` fits);
+        here one per channel over all rows."""
+        return [torch.unique(integers[:, d], return_counts=True) for d in range(integers.shape[1])]
 
     def refit(self, integers: Float[Tensor, "n channels"], steps: int, lr: float = REFIT_LR) -> None:
         """Fit this model alone to final integer latents (Adam on their bits), stopping early once ``REFIT_CHECK_EVERY``
@@ -80,7 +113,7 @@ class EntropyModel(nn.Module):
         """
         if steps <= 0 or integers.numel() == 0:
             return
-        histogram = [torch.unique(integers[:, d], return_counts=True) for d in range(integers.shape[1])]
+        histogram = self.histogram(integers)
         optimizer = torch.optim.Adam(self.parameters(), lr=lr)
         best = math.inf
         with torch.enable_grad():
@@ -96,7 +129,8 @@ class EntropyModel(nn.Module):
                 optimizer.step()
 
     def histogram_bits(self, histogram: Sequence[Tuple[Tensor, Tensor]]) -> Float[Tensor, ""]:
-        """Bits of integer latents given per channel as (distinct values, counts): exactly the per-latent sum."""
+        """Bits of integer latents given per coding table as (distinct values, counts) (``histogram``): exactly the
+        per-latent sum. This default is the factorized one (table = channel)."""
         device = histogram[0][0].device
         total = torch.zeros((), device=device)
         for d, (values, counts) in enumerate(histogram):
@@ -115,11 +149,14 @@ class FactorizedEntropyModel(EntropyModel):
         init_scale: initial spread of the modelled distribution (Balle et al.'s 10).
     """
 
+    name = "factorized"
+
     def __init__(self, channels: int, filters: Sequence[int] = (3, 3, 3), init_scale: float = 10.0) -> None:
         super().__init__()
         if channels < 1:
             raise ValueError(f"entropy model needs at least one channel, got {channels}")
         self.channels = int(channels)
+        self.num_tables = self.channels
         self.filters = tuple(int(f) for f in filters)
         widths = (1, *self.filters, 1)
         scale = init_scale ** (1.0 / (len(widths) - 1))
@@ -132,6 +169,10 @@ class FactorizedEntropyModel(EntropyModel):
             self.biases.append(nn.Parameter(torch.empty(channels, widths[i + 1], 1).uniform_(-0.5, 0.5)))
             if i < len(widths) - 2:
                 self.factors.append(nn.Parameter(torch.zeros(channels, widths[i + 1], 1)))
+
+    def table_index(self, level: int, channel: int) -> int:
+        """One table per channel, shared by every level."""
+        return channel
 
     def logits_cdf(self, x: Float[Tensor, "channels 1 n"]) -> Float[Tensor, "channels 1 n"]:
         """Logit of the CDF at ``x`` (one row of points per channel); monotone non-decreasing in ``x``."""

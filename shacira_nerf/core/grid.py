@@ -22,11 +22,21 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from shacira_nerf.core.decoder import LatentDecoder
-from shacira_nerf.core.entropy_model import FUSED_FILTERS, FactorizedEntropyModel
+from shacira_nerf.core.entropy_model import ENTROPY_MODELS, FUSED_FILTERS, EntropyModel, FactorizedEntropyModel
 from shacira_nerf.core.hash_grid import GridGeometry
 from shacira_nerf.core.latents import Latents
 from shacira_nerf.core.lookup import GridLookup, resolve_lookup
+from shacira_nerf.core.per_level_entropy import PerLevelEntropyModel
 from shacira_nerf.core.quantizer import AnnealedQuantizer
+
+
+def make_entropy_model(name: str, latents: Latents, filters: Tuple[int, ...] = (3, 3, 3)) -> EntropyModel:
+    """The entropy model ``name`` (``ENTROPY_MODELS``) for a grid's latents."""
+    if name == "factorized":
+        return FactorizedEntropyModel(latents.latent_dim, filters)
+    if name == "per_level":
+        return PerLevelEntropyModel(latents.latent_dim, latents.offsets, filters)
+    raise ValueError(f"unknown entropy model {name!r} (known: {', '.join(ENTROPY_MODELS)})")
 
 
 class ShaciraGrid(nn.Module):
@@ -37,7 +47,9 @@ class ShaciraGrid(nn.Module):
         latent_dim: latent values per table row (3D: 2, images: 1).
         feature_dim: decoded features per row and level (3D: 4, images: 1).
         quantizer: the rounding schedule; a default ``AnnealedQuantizer`` if omitted.
-        entropy_filters: hidden widths of each per-dimension CDF MLP.
+        entropy_filters: hidden widths of each CDF MLP.
+        entropy_model: which entropy model codes the latents (``ENTROPY_MODELS``): "factorized" (one CDF per latent
+            dimension, the appendix's) or "per_level" (one per level and dimension).
         implementation: the lookup backend (``lookup.LOOKUP_CHOICES``): "auto" (the fastest tested one for
             ``device``), "torch", "triton" or "tcnn"; resolved here, once, and a one-line error if it cannot run.
         device: where the grid will run (the backend is chosen for it); the module itself is built on the CPU.
@@ -52,6 +64,7 @@ class ShaciraGrid(nn.Module):
         entropy_filters: Tuple[int, ...] = (3, 3, 3),
         implementation: str = "auto",
         device: Union[str, torch.device] = "cpu",
+        entropy_model: str = "factorized",
     ) -> None:
         super().__init__()
         self.geometry = geometry
@@ -59,7 +72,7 @@ class ShaciraGrid(nn.Module):
         self.latents = Latents(geometry.level_sizes, latent_dim)
         self.quantizer = quantizer if quantizer is not None else AnnealedQuantizer()
         self.decoder = LatentDecoder(geometry.num_levels, latent_dim, feature_dim)
-        self.entropy_model = FactorizedEntropyModel(latent_dim, entropy_filters)
+        self.entropy_model = make_entropy_model(entropy_model, self.latents, tuple(entropy_filters))
         self._table_cache: Optional[Tuple[tuple, Tensor]] = None
         # The rate runs as one Triton kernel with the Triton lookup, for the entropy model it is written for.
         self.fused_rate = self.lookup.fused_rate and self.entropy_model.filters == FUSED_FILTERS

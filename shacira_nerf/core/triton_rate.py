@@ -16,11 +16,17 @@ over padded [block, width, width] tiles ran at ~5 ms a call on an H200 (layout s
 is plain per-element arithmetic. Other ``entropy_filters`` use the torch reference (``entropy_model.FUSED_FILTERS``). The
 parameters enter in their effective form, 43 floats per channel (``pack_parameters``, differentiated by torch):
 softplus of each matrix (non-negative weights), the biases, and tanh of each factor.
+
+The per-level model (``per_level_entropy``) runs through the same launch: the parameters are one set per (level,
+channel); a program table made once per grid says which level and block each program codes, so each program's
+parameters stay scalar (no per-latent gather), no program straddles two levels, and the partial sums are kept per
+level. The factorized model is the one-level case (offsets [0, n]), with exactly the programs and sums it had.
 """
 
 from __future__ import annotations
 
-from typing import List
+import functools
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -214,15 +220,21 @@ def _logit_backward(x, dz, p):
 
 @triton.jit
 def _rate_kernel(
-    q_ptr, p_ptr, bits_ptr, grad_q_ptr, gp_ptr, n, bound,
+    q_ptr, p_ptr, offsets_ptr, level_ptr, block_ptr, bits_ptr, grad_q_ptr, gp_ptr, bound, max_blocks,
     C: tl.constexpr, BLOCK: tl.constexpr, NEED_GRAD: tl.constexpr,
 ):  # fmt: skip
+    # Program (pid, c): block ``block_ptr[pid]`` of level ``level_ptr[pid]``, latent channel c, under parameter set
+    # level * C + c; its partial sums go to slot (level, block, c) of [levels, max_blocks, C].
     pid = tl.program_id(0)
     c = tl.program_id(1)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n
+    level = tl.load(level_ptr + pid)
+    block = tl.load(block_ptr + pid)
+    start = tl.load(offsets_ptr + level)
+    stop = tl.load(offsets_ptr + level + 1)
+    offs = start + block * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < stop
     v = tl.load(q_ptr + offs.to(tl.int64) * C + c, mask=mask, other=0.0)
-    p = p_ptr + c * 43
+    p = p_ptr + (level * C + c) * 43
     z_lo = _logit(v - 0.5, p)
     z_hi = _logit(v + 0.5, p)
     total = z_lo + z_hi
@@ -234,7 +246,7 @@ def _rate_kernel(
     kept = prob > bound  # torch.clamp_min passes no gradient at the bound itself
     prob = tl.where(kept, prob, bound)
     bits = tl.where(mask, -tl.log2(prob), 0.0)
-    slot = (pid * C + c).to(tl.int64)
+    slot = ((level * max_blocks + block) * C + c).to(tl.int64)
     tl.store(bits_ptr + slot, tl.sum(bits, axis=0))
     if NEED_GRAD:
         # d bits / d prob = -1 / (prob ln 2) where the bound is not active; d prob / d diff = sign(diff).
@@ -393,42 +405,80 @@ def pack_parameters(matrices: List[Tensor], biases: List[Tensor], factors: List[
     return torch.cat(parts, dim=1)
 
 
+@functools.lru_cache(maxsize=64)
+def _programs(offsets: Tuple[int, ...], device: str) -> Tuple[Tensor, Tensor, Tensor, int]:
+    """The kernel's program table for these level offsets, made once per device (no host-to-device copy per
+    step): the offsets (int64), each program's level and block within it (int32), and the most blocks of a level."""
+    blocks = [triton.cdiv(max(hi - lo, 1), BLOCK_LATENTS) for lo, hi in zip(offsets, offsets[1:])]
+    levels = [level for level, count in enumerate(blocks) for _ in range(count)]
+    within = [block for count in blocks for block in range(count)]
+    return (
+        torch.tensor(offsets, dtype=torch.int64, device=device),
+        torch.tensor(levels, dtype=torch.int32, device=device),
+        torch.tensor(within, dtype=torch.int32, device=device),
+        max(blocks),
+    )
+
+
 class _FusedRate(torch.autograd.Function):
-    """Total bits of ``q`` [n, C] under the packed parameters; the gradients come from the same kernel launch."""
+    """Total bits of ``q`` [n, C] under the packed parameters ([levels x C, 43]: one set per level and channel, or
+    [C, 43] for all rows as one level); the gradients come from the same kernel launch."""
 
     @staticmethod
-    def forward(ctx, q: Tensor, packed: Tensor, bound: float) -> Tensor:  # noqa: ANN001
+    def forward(ctx, q: Tensor, packed: Tensor, bound: float, offsets: Tuple[int, ...]) -> Tensor:  # noqa: ANN001
         n, channels = q.shape
-        programs = triton.cdiv(max(n, 1), BLOCK_LATENTS)
+        levels = len(offsets) - 1
+        offsets_t, program_level, program_block, max_blocks = _programs(offsets, str(q.device))
+        programs = program_level.shape[0]
+        # Partial sums by (level, block, channel): summed over blocks in a fixed order, so the result is
+        # deterministic and never mixes levels. With one level this is the factorized layout [blocks, C]. A level
+        # with fewer blocks than the largest leaves zeros (one memset; no program computes for nothing).
         need_grad = any(ctx.needs_input_grad[:2])
-        bits = torch.empty(programs, channels, device=q.device, dtype=torch.float32)
+        partial = torch.empty if levels == 1 else torch.zeros
+        bits = partial(levels, max_blocks, channels, device=q.device, dtype=torch.float32)
         if need_grad:
             grad_q = torch.empty_like(q)
-            grad_packed = torch.empty(programs, channels, NUM_PARAMETERS, device=q.device, dtype=torch.float32)
+            grad_packed = partial(levels, max_blocks, channels, NUM_PARAMETERS, device=q.device, dtype=torch.float32)
         else:
             grad_q = grad_packed = bits  # pointers the kernel does not touch
         _rate_kernel[(programs, channels)](
-            q, packed, bits, grad_q, grad_packed, n, bound, C=channels, BLOCK=BLOCK_LATENTS, NEED_GRAD=need_grad
-        )
+            q, packed, offsets_t, program_level, program_block, bits, grad_q, grad_packed, bound, max_blocks,
+            C=channels, BLOCK=BLOCK_LATENTS, NEED_GRAD=need_grad,
+        )  # fmt: skip
         if need_grad:
-            ctx.save_for_backward(grad_q, grad_packed.sum(0))
+            ctx.save_for_backward(grad_q, grad_packed.sum(1).reshape(levels * channels, NUM_PARAMETERS))
         return bits.sum()
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # noqa: ANN001, ANN205
         grad_q, grad_packed = ctx.saved_tensors
-        return grad_q * grad, grad_packed * grad, None
+        return grad_q * grad, grad_packed * grad, None, None
 
 
 def fused_rate_bits(
-    q: Float[Tensor, "n channels"], matrices: List[Tensor], biases: List[Tensor], factors: List[Tensor], bound: float
+    q: Float[Tensor, "n channels"],
+    matrices: List[Tensor],
+    biases: List[Tensor],
+    factors: List[Tensor],
+    bound: float,
+    offsets: Optional[Sequence[int]] = None,
 ) -> Float[Tensor, ""]:
-    """-sum log2 P(q) under the factorized model with these raw parameters, in float32 (autocast off)."""
+    """-sum log2 P(q) under the factorized model with these raw parameters, in float32 (autocast off).
+
+    ``offsets``: where each level's rows start (``Latents.offsets``) when the parameters hold one CDF per (level,
+    channel), set ``level * channels + channel`` (``PerLevelEntropyModel``); None: one CDF per channel for all rows.
+    """
     widths = tuple(m.shape[1] for m in matrices[:-1])
     if widths != FUSED_FILTERS or matrices[0].shape[2] != 1 or matrices[-1].shape[1] != 1:
         raise ValueError(f"the fused rate kernel is written for entropy filters {FUSED_FILTERS}, got {widths}")
+    n, channels = q.shape
+    levels = (0, n) if offsets is None else tuple(int(o) for o in offsets)
+    if levels[0] != 0 or levels[-1] != n or any(b < a for a, b in zip(levels, levels[1:])):
+        raise ValueError(f"level offsets {list(levels)} do not cover the {n} rows of the latents")
+    if matrices[0].shape[0] != (len(levels) - 1) * channels:
+        raise ValueError(f"{matrices[0].shape[0]} parameter sets for {len(levels) - 1} levels x {channels} channels")
     with torch.autocast(device_type=q.device.type, enabled=False):
         packed = pack_parameters(
             [m.float() for m in matrices], [b.float() for b in biases], [f.float() for f in factors]
         )
-        return _FusedRate.apply(q.float().contiguous(), packed.contiguous(), float(bound))
+        return _FusedRate.apply(q.float().contiguous(), packed.contiguous(), float(bound), levels)

@@ -25,6 +25,7 @@ from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 from torch import Tensor
 from torch.nn import Parameter
 
+from shacira_nerf.core.entropy_model import ENTROPY_MODELS
 from shacira_nerf.core.grid import ShaciraGrid
 from shacira_nerf.core.lookup import LOOKUP_CHOICES, LookupBackendError, available_backends
 from shacira_nerf.core.precision import NETWORK_DTYPES, round_to_precision_
@@ -67,7 +68,12 @@ class ShaciraModelConfig(NerfactoModelConfig):
     soft_round_alpha_end: float = 32.0
     """Soft-rounding sharpness at the end of annealing (large: nearly hard rounding)."""
     entropy_filters: Tuple[int, ...] = (3, 3, 3)
-    """Hidden widths of each per-dimension CDF MLP of the entropy model."""
+    """Hidden widths of each CDF MLP of the entropy model."""
+    entropy_model: str = "factorized"
+    """Which entropy model codes each grid's latents: "factorized" (one CDF per latent dimension, the appendix's) or
+    "per_level" (one per level and latent dimension, tables stored per level). The default stays "factorized": on
+    the H200 lego file's integers a refit per-level model codes 4.4% fewer latent bytes, 2.8% of the file after its
+    larger tables (benchmarks/README.md), but no run has been trained with it yet (PSNR and step time unmeasured)."""
     network_precision: str = "float16"
     """How the scene file stores the networks (MLPs, latent decoders, the mean appearance embedding): "float16"
     halves their bytes; training rounds them to it after its last step, so the checkpoint, ns-eval and the file hold
@@ -100,6 +106,12 @@ class ShaciraModelConfig(NerfactoModelConfig):
             ),
             (self.size_update_every >= 1, "size_update_every", "must be >= 1", self.size_update_every),
             (self.entropy_refit_steps >= 0, "entropy_refit_steps", "must be >= 0", self.entropy_refit_steps),
+            (
+                self.entropy_model in ENTROPY_MODELS,
+                "entropy_model",
+                f"must be one of {', '.join(ENTROPY_MODELS)}",
+                self.entropy_model,
+            ),
             (
                 self.network_precision in NETWORK_DTYPES,
                 "network_precision",
@@ -139,7 +151,7 @@ class ShaciraModel(NerfactoModel):
             try:
                 return make_grid(
                     num_levels, base_res, max_res, log2_hashmap_size, cfg.latent_dim, cfg.feature_dim,
-                    self.quantizer, cfg.implementation, tuple(cfg.entropy_filters), device,
+                    self.quantizer, cfg.implementation, tuple(cfg.entropy_filters), device, cfg.entropy_model,
                 )  # fmt: skip
             except LookupBackendError as exc:
                 raise ShaciraConfigError(f"pipeline.model.implementation {cfg.implementation!r}: {exc}") from None

@@ -3,8 +3,9 @@
 What the file holds (sections of the container in ``codec/container.py``):
 - header: the model config needed to rebuild the field, the scene box, the dataparser transform, every grid's
   geometry and coder parameters, the list of network tensors, and the training-time size estimate;
-- ``<grid>/table/<d>`` and ``<grid>/latents/<level>``: integer probability tables and range-coded latents
-  (``bitstream.py``) for the main field and every proposal network;
+- ``<grid>/table/<t>`` and ``<grid>/latents/<level>``: integer probability tables (one per latent dimension, or
+  per level and dimension with ``entropy_model`` "per_level", which the grid's header entry then names) and
+  range-coded latents (``bitstream.py``) for the main field and every proposal network;
 - ``network/<name>``: decoder, MLP and appearance weights as float16 arrays (``network_precision``; training
   rounds them after its last step; a tensor float16 does not hold exactly is stored as float32, so the file always
   decodes to the model that wrote it), the appearance embedding reduced to its mean, all that novel views use;
@@ -277,6 +278,10 @@ def _check_model_budget(
     shapes = {name: tuple(t.shape) for name, t in model.stored_network_tensors().items()}
     total = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
     check_rebuilt_model(env, grids, shapes, total)
+    for name, grid in model.grids.items():  # the settings rebuild the entropy model that coded each grid
+        if env.grids[name].entropy_model != grid.entropy_model.name:
+            raise ContainerError(f"grid {name!r} is coded with the {env.grids[name].entropy_model} entropy model, "
+                                 f"the settings make {grid.entropy_model.name}")  # fmt: skip
     return {name: grid.geometry.level_sizes for name, grid in model.grids.items()}, shapes
 
 
