@@ -99,13 +99,8 @@ def _perturbed_entropy_model(channels: int, filters: tuple) -> FactorizedEntropy
     return model.to(DEVICE)
 
 
-@pytest.mark.parametrize("channels", [1, 2, 3])
-def test_fused_rate_matches_the_reference(channels: int) -> None:
-    model = _perturbed_entropy_model(channels, (3, 3, 3))
-    g = torch.Generator().manual_seed(7)
-    q = torch.randn(1000, channels, generator=g) * 4
-    q[:200] = torch.round(q[:200])  # integers, as after annealing
-    q[200:210] = 80.0  # far in the tail: the likelihood bound is active, no gradient there
+def _assert_fused_rate_matches(model, q: torch.Tensor) -> torch.Tensor:
+    """The fused rate of ``q`` against the torch reference, value and gradients (into q and every parameter)."""
     q = q.to(DEVICE).requires_grad_(True)
     params = [q, *model.parameters()]
     ref = bits_from_likelihoods(model.likelihood(q))
@@ -113,6 +108,17 @@ def test_fused_rate_matches_the_reference(channels: int) -> None:
     torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-3)
     for got, want in zip(torch.autograd.grad(fused * 0.5, params), torch.autograd.grad(ref * 0.5, params)):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()) + 1e-6)
+    return ref.detach()
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3])
+def test_fused_rate_matches_the_reference(channels: int) -> None:
+    model = _perturbed_entropy_model(channels, (3, 3, 3))
+    g = torch.Generator().manual_seed(7)
+    q = torch.randn(1000, channels, generator=g) * 4
+    q[:200] = torch.round(q[:200])  # integers, as after annealing
+    q[200:210] = 80.0  # far in the tail: the likelihood bound is active, no gradient there
+    _assert_fused_rate_matches(model, q)
 
 
 def test_other_entropy_filters_keep_the_reference_rate() -> None:
@@ -145,15 +151,10 @@ def test_fused_per_level_rate_matches_the_reference() -> None:
     q = torch.randn(300, 2, generator=g) * 4
     q[:150] = torch.round(q[:150])
     q[250:255] = 80.0  # the bound is active: no gradient there
-    q = q.to(DEVICE).requires_grad_(True)
-    params = [q, *model.parameters()]
-    ref = bits_from_likelihoods(model.likelihood(q))
-    fused = model.bits(q, fused=True)
-    torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-3)
-    for got, want in zip(torch.autograd.grad(fused * 0.5, params), torch.autograd.grad(ref * 0.5, params)):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()) + 1e-6)
+    ref = _assert_fused_rate_matches(model, q)
+    q = q.to(DEVICE)
     with torch.no_grad():
-        torch.testing.assert_close(model.bits(q, fused=True), ref.detach(), rtol=1e-5, atol=1e-3)
+        torch.testing.assert_close(model.bits(q, fused=True), ref, rtol=1e-5, atol=1e-3)
     with pytest.raises(ValueError, match="300 rows"):
         model.bits(q[:299], fused=True)
 
