@@ -11,6 +11,7 @@
 # fails; 12 evaluations of 12 died so): `start` only trains, and `finish` runs the rest from a call's foreground.
 #   bash benchmarks/gpu/bg.sh kodak [image_kodak.py flags]   gpu/kodak.sh in the background, from a copy of this
 #                                                        tree and .kodak/ (carry it) under /tmp/bench
+# CPUS=0-3 pins a run to those cores (taskset), for runs sharing one GPU: the step is bound by the host.
 # Each background run is limited to OMP_NUM_THREADS threads (default 4): three nerfacto runs left at torch's default
 # (16 threads each) saturated the 16 cores (load 48, 350 ms/step each against 45 ms alone) while the GPU sat at 1%.
 #   bash benchmarks/gpu/bg.sh watch SECONDS [FILES...]   wait until all runs end or SECONDS pass; progress table;
@@ -26,7 +27,8 @@ setup)
   ls $root/data ;;
 start)
   shift; name=$1; scene=$2; shift 2
-  TRAIN_ONLY=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} BENCH_OUT=$root/out setsid nohup bash $root/bin/train_eval.sh \
+  pin=(); [ -n "${CPUS:-}" ] && command -v taskset >/dev/null && pin=(taskset -c "$CPUS")  # e.g. CPUS=0-3
+  TRAIN_ONLY=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} BENCH_OUT=$root/out setsid nohup "${pin[@]}" bash $root/bin/train_eval.sh \
     "$root/data/$scene" "$name" "$@" >"$root/out/$name.stdout" 2>&1 </dev/null &
   echo "started $name (pid $!)" ;;
 finish)

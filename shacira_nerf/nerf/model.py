@@ -82,9 +82,10 @@ class ShaciraModelConfig(NerfactoModelConfig):
     """Steps fitting each grid's entropy model alone to its final integer latents after the last training step (the
     file's probability tables come from it; it stops early once converged); 0 keeps the model as trained."""
     compile: bool = False
-    """Compile nerfacto's per-step functions (fields, samplers, renderers) with ``torch.compile`` while training
-    (``compiled.py``): fewer, fused kernels for a step bound by kernel launches on a GPU. The first steps take a
-    minute or two to compile. Evaluation and rendering run uncompiled."""
+    """Compile nerfacto's per-step functions (fields, uniform sampler, renderers) with ``torch.compile`` while
+    training (``compiled.py``): fused kernels, for GPUs where the step's GPU work is the bottleneck. Off by default:
+    on an H200, where the host's launches bound the step, it measured slower (47.3 against 39.5 ms). The first step
+    takes a minute or two to compile; evaluation and rendering run uncompiled."""
     size_update_every: int = 100
     """Steps between updates of the size estimate in the logs and the viewer panel."""
     implementation: str = "auto"  # type: ignore[assignment]  # a str, so that a bad value gets our one-line error
