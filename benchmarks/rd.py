@@ -55,6 +55,14 @@ def _log2_table(command: str) -> int:
     return int(m.group(1)) if m else 19
 
 
+PUBLISHED = [  # (label, MB, PSNR): NeRF-synthetic, 800 px, means over the eight scenes (issue 14's anchors)
+    ("Instant-NGP (float16)", 26.0, 33.2),
+    ("BiRF", 0.5, 32.03),
+    ("CNC", 0.42, 33.2),
+]
+"""Published anchors drawn as labelled reference marks: other resolution and scenes, so a scale, not a comparison."""
+
+
 def results_file(scene: str, tag: str, suffix: str) -> Path:
     return RESULTS / f"rd_{scene}{'_' + tag if tag else ''}.{suffix}"
 
@@ -92,18 +100,25 @@ def plot(scene: str, tag: str = "") -> None:
     import matplotlib.pyplot as plt
 
     rows = [json.loads(line) for line in results_file(scene, tag, "jsonl").read_text().splitlines()]
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    # One line per method, and for nerfacto one per learning rate: its torch path is very sensitive to it.
+    fig, ax = plt.subplots(figsize=(6.4, 5.2))
+    # One line per method and training length, and for nerfacto one per learning rate: its torch path is very
+    # sensitive to it.
     series = {}
     for r in rows:
-        key = "shacira" if r["method"] == "shacira" else f"nerfacto, lr {_nerfacto_lr(r['command']):g}"
-        series.setdefault(key, []).append(r)
+        method = "shacira" if r["method"] == "shacira" else f"nerfacto, lr {_nerfacto_lr(r['command']):g}"
+        series.setdefault(f"{method}, {r['iterations']} its", []).append(r)
     for key, members in sorted(series.items()):
-        pts = sorted((r["size_bytes"] / 1e6, r["psnr"], r) for r in members)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if key == "shacira" else "s", label=key)
-        for mb, psnr, r in pts:
-            label = f"λ={r['lambda']:g}" if key == "shacira" else f"2^{_log2_table(r['command'])}"
+        pts = sorted((r["size_bytes"] / 1e6, r["psnr"], r["size_bytes"], r) for r in members)
+        shacira = key.startswith("shacira")
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if shacira else "s", label=key)
+        for mb, psnr, _, r in pts:
+            label = f"λ={r['lambda']:g}" if shacira else f"2^{_log2_table(r['command'])}"
             ax.annotate(label, (mb, psnr), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for name, mb, psnr in PUBLISHED:
+        ax.plot([mb], [psnr], marker="*", color="gray", markersize=9, linestyle="none")
+        ax.annotate(name, (mb, psnr), textcoords="offset points", xytext=(5, -9), fontsize=7, color="gray")
+    ax.text(0.02, 0.03, "gray stars: published, 800 px, 8-scene means (a scale, not this scene)",
+            transform=ax.transAxes, va="bottom", fontsize=7, color="gray")  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("size (MB = 10^6 bytes; shacira: .shac file, nerfacto: float16 parameters)")
     ax.set_ylabel("PSNR (dB), all test views")
@@ -113,7 +128,7 @@ def plot(scene: str, tag: str = "") -> None:
         ax.text(0.98, 0.03, "no nerfacto run evaluated (benchmarks/README.md)", transform=ax.transAxes,
                 ha="right", fontsize=8, color="gray")  # fmt: skip
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
     fig.tight_layout()
     fig.savefig(results_file(scene, tag, "png"), dpi=130)
     print("| method | λ / lr | iterations | PSNR | SSIM | size (MB) | fp32 (MB) | s/iter | train s |")
