@@ -59,16 +59,14 @@ def build(method: str, data: Path, backend: str, rays: int, options: tuple = ())
         for name, opt in optimizers.optimizers.items():
             groups = [{k: v for k, v in g.items() if k not in ("foreach", "fused")} for g in opt.param_groups]
             optimizers.optimizers[name] = torch.optim.Adam(groups, fused=True)
+    optimizers.grad_scaler = torch.amp.GradScaler("cuda")  # one per pipeline, as the Trainer holds one
     return pipeline, optimizers
-
-
-SCALER = {}
 
 
 def step(pipeline, optimizers, i: int, max_steps: int = 30000) -> None:
     """One step as nerfstudio's ``Trainer.train_iteration`` runs it (autocast, gradient scaler)."""
     model = pipeline.model
-    scaler = SCALER.setdefault(id(optimizers), torch.amp.GradScaler("cuda"))
+    scaler = optimizers.grad_scaler
     if hasattr(model, "quantizer"):
         model.quantizer.set_progress(i, max_steps)  # the annealing callback of a real run
     optimizers.zero_grad_all()
