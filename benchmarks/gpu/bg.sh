@@ -8,7 +8,9 @@
 #                                                        evaluate, export and summarise a run that `start` trained
 #   bash benchmarks/gpu/bg.sh stop NAME                  end one run (its training or evaluation)
 # A process that a background job starts after the call that launched it has returned cannot load torch (oneMKL
-# fails; 12 evaluations of 12 died so): `start` only trains, and `finish` runs the rest from a call's foreground.
+# fails; 12 evaluations of 12 died so): `start` trains, evaluates, exports and summarises a fresh run in one process
+# (ns_bench.py run), which starts no other; `finish` (in a call's foreground) is for a run trained with IN_PROCESS=0
+# (train only) or resumed.
 #   bash benchmarks/gpu/bg.sh kodak [image_kodak.py flags]   gpu/kodak.sh in the background, from a copy of this
 #                                                        tree and .kodak/ (carry it) under /tmp/bench
 # CPUS=0-3 pins a run to those cores (taskset), for runs sharing one GPU: the step is bound by the host.
@@ -28,7 +30,7 @@ setup)
 start)
   shift; name=$1; scene=$2; shift 2
   pin=(); [ -n "${CPUS:-}" ] && command -v taskset >/dev/null && pin=(taskset -c "$CPUS")  # e.g. CPUS=0-3
-  TRAIN_ONLY=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} BENCH_OUT=$root/out setsid nohup "${pin[@]}" bash $root/bin/train_eval.sh \
+  TRAIN_ONLY=$((1 - ${IN_PROCESS:-1})) IN_PROCESS=${IN_PROCESS:-1} OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} BENCH_OUT=$root/out setsid nohup "${pin[@]}" bash $root/bin/train_eval.sh \
     "$root/data/$scene" "$name" "$@" >"$root/out/$name.stdout" 2>&1 </dev/null &
   echo "started $name (pid $!)" ;;
 finish)

@@ -1,6 +1,14 @@
 """Run `ns-train` / `ns-eval` for the benchmarks, offline, with nerfacto's torch hash grid made usable on a GPU.
 
     python3 benchmarks/gpu/ns_bench.py train|eval [the usual ns-train / ns-eval arguments]
+    python3 benchmarks/gpu/ns_bench.py run OUT NAME [the usual ns-train arguments]
+
+``run`` trains, then evaluates the trained pipeline on every evaluation view, exports a shacira run's scene file and
+appends the run's summary line to ``OUT/runs.jsonl``, all in the one process. On the device machine a process
+started by a background job after its call has returned cannot load torch, so a background run must not start
+ns-eval or ``shacira export`` as new processes: ``run`` reuses the trainer's pipeline instead (nerfstudio's
+``Pipeline.get_average_eval_image_metrics``, what ns-eval computes, on the datamanager's evaluation split, which the
+prepared Blender scenes point at their test views; and the same encoder as ``shacira export``).
 
 Three things, each because stock nerfstudio 1.1.5 cannot run the benchmark otherwise on the device machine:
 
@@ -78,16 +86,98 @@ def disable_lpips_if_offline() -> None:
     print(f"[ns_bench] {ALEXNET_FILE} not cached: LPIPS is NaN (not measured)", file=sys.stderr)
 
 
+def train_keeping_trainer(argv: list) -> Any:
+    """Run ns-train's own entry point on ``argv`` and return its Trainer after ``train()`` has returned."""
+    from nerfstudio.engine.trainer import Trainer
+
+    trained = []
+    train = Trainer.train
+
+    def train_and_keep(self: Trainer) -> None:
+        train(self)
+        trained.append(self)
+
+    Trainer.train = train_and_keep
+    sys.argv = ["ns-train", *argv]
+    importlib.import_module(ENTRYPOINTS["train"]).entrypoint()
+    Trainer.train = train
+    return trained[0]
+
+
+def evaluate_on_test_split(pipeline: Any) -> None:
+    """Point a training pipeline's evaluation at the test split, as ns-eval's does (``eval_setup`` builds its
+    datamanager in test mode; training builds it in val mode), loading the views in this process (no workers)."""
+    from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader
+
+    dm = pipeline.datamanager
+    if getattr(dm, "test_split", "test") == "test":
+        return
+    dm.test_split = "test"
+    dm.eval_dataset = dm.create_eval_dataset()
+    dm.fixed_indices_eval_dataloader = FixedIndicesEvalDataloader(
+        input_dataset=dm.eval_dataset, device=dm.device, num_workers=0
+    )
+
+
+def run(out: str, name: str, argv: list) -> None:
+    """Train, evaluate, export and summarise one run in this process (see the module's docstring)."""
+    import json
+    import time
+    from pathlib import Path
+
+    from summary import summarize
+
+    os.makedirs(out, exist_ok=True)
+    method = argv[0]
+    t0 = time.time()
+    trainer = train_keeping_trainer(argv)
+    wall = time.time() - t0
+    pipeline, run_dir = trainer.pipeline, trainer.base_dir
+    torch.cuda.empty_cache()
+    evaluate_on_test_split(pipeline)
+    sampler = getattr(pipeline.model, "proposal_sampler", None)
+    if sampler is not None:  # nerfacto's proposal-weight annealing is not saved: a reloaded model has 1 (its end)
+        sampler.set_anneal(1.0)
+    t1 = time.time()
+    metrics = pipeline.get_average_eval_image_metrics(get_std=True)
+    views = len(pipeline.datamanager.eval_dataset)
+    print(f"[ns_bench] {name}: evaluated {views} views in {time.time() - t1:.0f} s: {metrics}", file=sys.stderr)
+    ckpt = sorted((run_dir / "nerfstudio_models").glob("step-*.ckpt"))[-1]
+    with open(f"{out}/{name}.eval.json", "w") as f:
+        json.dump({"experiment_name": trainer.config.experiment_name, "method_name": method,
+                   "checkpoint": str(ckpt), "results": metrics}, f, indent=2)  # fmt: skip
+    if method.startswith("shacira"):
+        from shacira_nerf.codec import read_file_bytes
+        from shacira_nerf.nerf.commands import export_pipeline
+        from shacira_nerf.report import file_report
+
+        n, _ = export_pipeline(pipeline, run_dir / "config.yml", Path(f"{out}/{name}.shac"))
+        with open(f"{out}/{name}.info.json", "w") as f:
+            json.dump(file_report(read_file_bytes(f"{out}/{name}.shac")), f, indent=2)
+        print(f"[ns_bench] {name}: exported {n:,} bytes", file=sys.stderr)
+    command = " ".join(["python3", os.path.abspath(__file__), "train", *argv])
+    row = summarize(str(run_dir), out, name, method, trainer.config.max_num_iterations, wall, command)
+    row["eval_views"] = views
+    with open(f"{out}/runs.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(f"[{name}] done: {json.dumps(row)[:300]}", file=sys.stderr)
+
+
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in ENTRYPOINTS:
-        sys.exit(f"usage: {sys.argv[0]} {'|'.join(ENTRYPOINTS)} [nerfstudio arguments]")
+    verbs = [*ENTRYPOINTS, "run"]
+    if len(sys.argv) < 2 or sys.argv[1] not in verbs or (sys.argv[1] == "run" and len(sys.argv) < 5):
+        sys.exit(f"usage: {sys.argv[0]} {'|'.join(ENTRYPOINTS)} [nerfstudio arguments] | run OUT NAME [ns-train arguments]")
     command = sys.argv.pop(1)
     sys.argv[0] = f"ns-{command}"
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     disable_lpips_if_offline()
     if os.environ.get("SHACIRA_BENCH_GATHER", "index_select") == "index_select":
         use_index_select_gather()
-    importlib.import_module(ENTRYPOINTS[command]).entrypoint()
+    if command == "run":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # summary.py beside this file
+        run(sys.argv[1], sys.argv[2], sys.argv[3:])
+    else:
+        importlib.import_module(ENTRYPOINTS[command]).entrypoint()
 
 
 if __name__ == "__main__":  # guard: nerfstudio's data workers re-import this file when they spawn

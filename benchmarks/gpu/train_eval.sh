@@ -9,6 +9,7 @@
 # Resume: if the run folder already holds a checkpoint short of ITERS, training continues from it (--load-dir);
 # if it holds the final one, training is skipped. Checkpoints are saved every SAVE_EVERY (default 500) steps.
 # TRAIN_ONLY=1: train (or resume) and stop; the same command without it then evaluates, exports and summarises.
+# IN_PROCESS=1 (a fresh run): train, evaluate, export and summarise in one process (ns_bench.py run).
 set -uo pipefail
 data=${1:?DATA}; name=${2:?NAME}; method=${3:?METHOD}; iters=${4:?ITERS}; shift 4
 here=$(cd "$(dirname "$0")" && pwd)
@@ -28,11 +29,19 @@ if [ -f "$data/transforms_train.json" ]; then
 else
   parser=nerfstudio-data; flags=()
 fi
-cmd=(python3 "$here/ns_bench.py" train "$method" --data "$data" --max-num-iterations "$iters" --vis tensorboard
+args=("$method" --data "$data" --max-num-iterations "$iters" --vis tensorboard
   --viewer.quit-on-train-completion True --output-dir "$runs" --experiment-name "$exp" --timestamp "$name"
   --steps-per-save "${SAVE_EVERY:-500}" --steps-per-eval-batch 100000 --steps-per-eval-image 100000
   --steps-per-eval-all-images 1000000 "${flags[@]}" "$@")  # the dataparser subcommand goes last, after --load-dir
+cmd=(python3 "$here/ns_bench.py" train "${args[@]}")
 final=$models/step-$(printf %09d $((iters - 1))).ckpt
+if [ "${IN_PROCESS:-0}" = 1 ] && ! ls "$models"/step-*.ckpt >/dev/null 2>&1; then
+  # A fresh run, trained, evaluated, exported and summarised in one process (ns_bench.py run): nothing is started
+  # after training, so it also works as a background job (see bg.sh).
+  python3 "$here/ns_bench.py" run "$out" "$name" "${args[@]}" "$parser" >>"$log" 2>&1 \
+    || { echo "[$name] failed" | tee -a "$log"; exit 1; }
+  exit 0
+fi
 t0=$(date +%s.%N)
 if [ -f "$final" ]; then echo "[$name] already trained" >>"$log"
 else
@@ -65,42 +74,5 @@ if [ "${method#shacira}" != "$method" ]; then  # shacira and shacira-tiny
   python3 "$bin/shacira" export --load-config "$run/config.yml" --output-path "$out/$name.shac" >>"$log" 2>&1
   python3 "$bin/shacira" info "$out/$name.shac" --json >"$out/$name.info.json" 2>>"$log"
 fi
-python3 - "$run" "$out" "$name" "$method" "$iters" "$t0" "$t1" "${cmd[*]} $parser" <<'PY' >>"$out/runs.jsonl"
-import glob, json, sys
-import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-run, out, name, method, iters, t0, t1, command = sys.argv[1:]
-# Every resumed segment writes its own event file; read them all (steps do not overlap).
-steps, totals = {}, []
-for events in sorted(glob.glob(f"{run}/events.out.tfevents.*")):
-    acc = EventAccumulator(events, size_guidance={"scalars": 0}); acc.Reload()
-    tags = acc.Tags()["scalars"]
-    if "Train Iter (time)" in tags:
-        steps.update({e.step: e.value for e in acc.Scalars("Train Iter (time)")})
-    if "Train Total (time)" in tags:
-        totals += [e.value for e in acc.Scalars("Train Total (time)")]
-last = max(steps)
-steady = sorted(v for s, v in steps.items() if s >= 0.2 * last)
-ev = json.load(open(f"{out}/{name}.eval.json"))["results"]
-row = {"name": name, "method": method, "iterations": int(iters), "psnr": ev["psnr"], "ssim": ev["ssim"],
-       "lpips": ev.get("lpips"), "seconds_per_iter": steady[len(steady) // 2],
-       # each segment logs its own "Train Total"; without one, the wall clock of this call's training
-       "train_seconds": sum(totals) if totals else float(t1) - float(t0),
-       "segments": len(glob.glob(f"{run}/events.out.tfevents.*")), "command": command,
-       "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "eval": ev}
-ck = sorted(glob.glob(f"{run}/nerfstudio_models/*.ckpt"))[-1]
-from shacira_nerf.checkpoints import allow_nerfstudio_checkpoints  # numpy scalars only; loading stays safe
-allow_nerfstudio_checkpoints()
-sd = torch.load(ck, map_location="cpu", weights_only=True)["pipeline"]
-if method == "nerfacto":
-    n = sum(v.numel() for k, v in sd.items()
-            if k.startswith(("_model.field.", "_model.proposal_networks.")) and v.is_floating_point())
-    row["size_bytes_fp32"], row["size_bytes"] = 4 * n, 2 * n
-else:
-    info = json.load(open(f"{out}/{name}.info.json"))
-    row["size_bytes"] = info["total_bytes"]
-    row["estimate_MB"] = (info.get("estimate") or {}).get("size_MB")
-    row["bits_per_latent"] = info["bits_per_latent"]
-print(json.dumps(row))
-PY
+python3 "$here/summary.py" "$run" "$out" "$name" "$method" "$iters" "$t0" "$t1" "${cmd[*]} $parser" >>"$out/runs.jsonl"
 echo "[$name] done: $(tail -1 "$out/runs.jsonl" | cut -c1-300)"

@@ -132,10 +132,12 @@ def naming(path: str | os.PathLike[str]) -> Iterator[None]:
 
 
 def _encode_header(header: Mapping[str, Any]) -> bytes:
+    """The header as deflated JSON, keys sorted: the same model gives the same bytes however its config was loaded
+    (a config reloaded from config.yml orders its keys differently from the one in training)."""
     if not isinstance(header, Mapping):
         raise ContainerError(f"header must be a dict, got {type(header).__name__}")
     try:
-        text = json.dumps(dict(header), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = json.dumps(dict(header), ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=True)
     except (TypeError, ValueError) as exc:
         raise ContainerError(f"header is not JSON-serialisable: {exc}") from exc
     blob = zlib.compress(text.encode("utf-8"), 9)

@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -101,25 +101,30 @@ def dataparser_transform(load_config: Path) -> Optional[dict]:
 
 
 def export(load_config: Path, output_path: Path, data: Optional[Path] = None, cameras: bool = True) -> int:
-    from shacira_nerf.codec import decode_container, write_bytes_atomic
-    from shacira_nerf.nerf.scene_file import encode_scene
-
     check_writable(output_path)
     _, pipeline, ckpt, step = load_trained_pipeline(load_config, data)
-    model = pipeline.model
-    with Progress(console=CONSOLE, transient=True) as progress:
-        task = progress.add_task("Entropy-coding latents", total=None)
-        cams = pipeline.datamanager.train_dataset.cameras if cameras else None
-        data_bytes = encode_scene(model, cams, dataparser_transform(load_config))
-        progress.update(task, completed=1, total=1)
-    n = write_bytes_atomic(output_path, data_bytes)  # exactly the bytes ns-eval measures
-    estimate_mb = decode_container(data_bytes)[0]["estimate"]["size_MB"]
+    n, estimate_mb = export_pipeline(pipeline, load_config, output_path, cameras)
     CONSOLE.print(
         f"Wrote {escape(output_path)}: {n:,} bytes = {n / BYTES_PER_MB:.4f} MB (the file's size; the training "
         f"estimate was {estimate_mb:.4f} MB), from {escape(ckpt)} (step {step})",
         soft_wrap=True,
     )
     return n
+
+
+def export_pipeline(pipeline, load_config: Path, output_path: Path, cameras: bool = True) -> Tuple[int, float]:
+    """Entropy-code a shacira pipeline already in memory (loaded by ``export``, or the one a benchmark has just
+    trained) into ``output_path``; returns (the file's bytes, the training estimate in MB)."""
+    from shacira_nerf.codec import decode_container
+    from shacira_nerf.nerf.scene_file import encode_scene
+
+    with Progress(console=CONSOLE, transient=True) as progress:
+        task = progress.add_task("Entropy-coding latents", total=None)
+        cams = pipeline.datamanager.train_dataset.cameras if cameras else None
+        data_bytes = encode_scene(pipeline.model, cams, dataparser_transform(load_config))
+        progress.update(task, completed=1, total=1)
+    n = write_bytes_atomic(output_path, data_bytes)  # exactly the bytes ns-eval measures
+    return n, decode_container(data_bytes)[0]["estimate"]["size_MB"]
 
 
 def _cameras_from_path_json(path: Path):
