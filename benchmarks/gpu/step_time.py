@@ -6,7 +6,8 @@ Protocol (issue 13): lego with nerfstudio's Blender flags, 4096 rays per batch, 
 synchronised; the figure is the median of per-step times. A run is ``method:backend[:option+option]``; options:
 ``compile`` (``--pipeline.model.compile``: nerfacto's per-step functions through ``torch.compile``; the first step,
 which compiles, is reported as ``first_step_s``) and ``fused`` (Adam's fused kernel: one launch per parameter group,
-and the gradient scaler's inf check without a host sync).
+and the gradient scaler's inf check without a host sync; shacira's configs use it already) and ``per_level``
+(``--pipeline.model.entropy-model per_level``).
 nerfacto runs nerfstudio's torch grid with the benchmarks' ``index_select`` gather (``ns_bench.py``; the stock gather
 takes about a second a step with these flags, and is timed too when STOCK_STEPS > 0). Writes one JSON line per
 (method, backend) with one ``run_id`` for the whole process.
@@ -47,6 +48,7 @@ def build(method: str, data: Path, backend: str, rays: int, options: tuple = ())
     m.implementation = backend
     if method == "shacira":
         m.compile = "compile" in options
+        m.entropy_model = "per_level" if "per_level" in options else m.entropy_model
     # nerfstudio's Blender flags (its benchmark script): white background, uniform initial sampler, no contraction.
     m.background_color, m.proposal_initial_sampler = "white", "uniform"
     m.near_plane, m.far_plane, m.disable_scene_contraction = 2.0, 6.0, True
@@ -107,7 +109,7 @@ def main() -> None:
     parser.add_argument("--rays", type=int, default=4096)
     parser.add_argument("--stock-steps", type=int, default=int(os.environ.get("STOCK_STEPS", "0")))
     parser.add_argument("--profile", action="store_true", help="print the top kernels of --profile-run")
-    parser.add_argument("--profile-run", default="shacira:triton", help="the run --profile profiles")
+    parser.add_argument("--profile-run", default="shacira:triton", help="the runs --profile profiles (comma-separated)")
     parser.add_argument("--runs", nargs="*", default=["nerfacto:torch", "shacira:torch", "shacira:triton"])
     args = parser.parse_args()
 
@@ -148,7 +150,7 @@ def main() -> None:
         seconds, first = timed(pipeline, optimizers, args.warmup, args.steps)
         record(method, backend, seconds, args.steps, options=list(options), grad_scaler=True,
                first_step_s=round(first, 2), **extra)  # fmt: skip
-        if args.profile and method == "shacira" and backend == "triton" and spec == args.profile_run:
+        if args.profile and spec in args.profile_run.split(","):
             from torch.profiler import ProfilerActivity, profile
 
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
@@ -157,6 +159,14 @@ def main() -> None:
                 torch.cuda.synchronize()
             print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30), flush=True)
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15), flush=True)
+            # The GPU's own work per step (kernels and copies), against the step's wall time: how far the host's
+            # launches, not the GPU, bound the step.
+            events = prof.key_averages()
+            busy = sum(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0)) for e in events)
+            kernels = sum(e.count for e in events if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA)
+            print(json.dumps({"profile_run": spec, "gpu_busy_ms_per_step": round(busy / 5 / 1000, 2),
+                              "gpu_events_per_step": kernels // 5, "ms_per_step": round(1000 * seconds, 2)}),
+                  flush=True)  # fmt: skip
         del pipeline, optimizers
         torch.cuda.empty_cache()
 
