@@ -9,9 +9,10 @@ table, so the 16-bit rounding is counted), plus what storing those tables costs.
 - ``factorized``: one table per channel for the whole grid (the appendix's model, fitted to these integers);
 - ``per_level``: one table per (level, channel) (the second model);
 - ``a_bucket``: per level, channel 1 given channel 0 of the same row, bucketed as 0 / -1 / +1 / <= -2 / >= 2 (about
-  the level's mode); ``a_exact``: the same with channel 0's exact value in [-3, 3] (outside: one context);
+  the level's mode); ``a_exact``: the same with channel 0's exact value in [-3, 3] (beyond: one context a side);
 - ``d_flag``: per level, a row flag "every channel at the level's mode" coded first (one 2-symbol table), then only
-  the other rows: channel 0, and channel 1 given channel 0's bucket (as ``a_bucket``);
+  the other rows: channel 0, and channel 1 given channel 0's bucket (as ``a_bucket``); each level's mode is side
+  information, a byte per channel (``MODE_BITS``);
 - ``c_coarse``: ``d_flag`` with the flag's table chosen by the coarser level (decoded before): for each position of
   the level's grid, the number of flagged-off ("used") rows among the 8 coarse vertices around it, summed over the
   row's positions and bucketed 0, 1, 2-3, 4-7, 8-15, >= 16. A dense row has one position; a hashed row has all the
@@ -111,9 +112,18 @@ def level_modes(block: np.ndarray) -> np.ndarray:
     return np.array(modes)
 
 
-def code_used_rows(cost: Cost, block: np.ndarray, used: np.ndarray, mode: np.ndarray, ctx0=None) -> None:  # noqa: ANN001
-    """The rows flagged used: channel 0 (given ``ctx0`` when set), then each further channel given channel 0's
-    bucket."""
+MODE_BITS = 8
+"""Side information of the flag candidates: each level's mode, per channel (the decoder must know what "at the mode"
+means), stored as a byte."""
+
+
+def code_flagged(
+    cost: Cost, block: np.ndarray, used: np.ndarray, mode: np.ndarray, flag_ctx=None, ctx0=None  # noqa: ANN001
+) -> None:
+    """A level coded as its mode (side information), the used-row flag (given ``flag_ctx`` when set), then the
+    used rows only: channel 0 (given ``ctx0`` when set), then each further channel given channel 0's bucket."""
+    cost.bits += MODE_BITS * block.shape[1]
+    cost.add(used.astype(np.int64), flag_ctx)
     rows = block[used]
     cost.add(rows[:, 0], None if ctx0 is None else ctx0[used])
     for d in range(1, block.shape[1]):
@@ -193,8 +203,7 @@ def measure_grid(
         for d in range(1, block.shape[1]):
             costs["a_bucket"].add(block[:, d], bucket(block[:, 0] - mode[0]))
             costs["a_exact"].add(block[:, d], np.clip(block[:, 0] - mode[0], -4, 4))
-        costs["d_flag"].add(used.astype(np.int64))
-        code_used_rows(costs["d_flag"], block, used, mode)
+        code_flagged(costs["d_flag"], block, used, mode)
         coarse_ctx, context_seconds = None, 0.0
         if previous_used is not None and res[level] ** 3 <= max_positions:
             start = time.perf_counter()
@@ -205,16 +214,11 @@ def measure_grid(
         flag, flag_coarse = Cost(), Cost()
         flag.add(used.astype(np.int64))
         flag_coarse.add(used.astype(np.int64), coarse_ctx)
-        costs["c_coarse"].add(used.astype(np.int64), coarse_ctx)
-        code_used_rows(costs["c_coarse"], block, used, mode)
-        costs["c_coarse_values"].add(used.astype(np.int64), coarse_ctx)
-        code_used_rows(costs["c_coarse_values"], block, used, mode, coarse_ctx)
+        code_flagged(costs["c_coarse"], block, used, mode, coarse_ctx)
+        code_flagged(costs["c_coarse_values"], block, used, mode, coarse_ctx, coarse_ctx)
         causal = causal_counts(used, res[level]) if dense[level] else np.r_[0, used[:-1]].astype(np.int64)
-        costs["b_causal"].add(used.astype(np.int64), causal)
-        code_used_rows(costs["b_causal"], block, used, mode)
-        both = causal * 16 + (0 if coarse_ctx is None else coarse_ctx)
-        costs["b_causal_coarse"].add(used.astype(np.int64), both)
-        code_used_rows(costs["b_causal_coarse"], block, used, mode)
+        code_flagged(costs["b_causal"], block, used, mode, causal)
+        code_flagged(costs["b_causal_coarse"], block, used, mode, causal * 16 + (0 if coarse_ctx is None else coarse_ctx))
         best = min(BATCHED, key=lambda n: costs[n].bits / 8 + costs[n].table_bytes(framing, compact=False))
         costs["best_batched"] = Cost()
         costs["best_batched"].bits = costs[best].bits + 8
