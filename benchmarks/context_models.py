@@ -26,6 +26,8 @@ table, so the 16-bit rounding is counted), plus what storing those tables costs.
   that and the coarse context together. These need the flag decoded one row at a time (each flag's context depends
   on flags of the same stream), which the batched coder cannot do; they bound what a sequential or two-pass scheme
   could get.
+- per level, the flag's bits alone under no context, the coarse one, the previous row's flag, and the flag of the
+  row of the same index one level coarser (``flag_bits*`` in the JSON: where the flag's bits can and cannot go);
 - ``best_batched``: per level the cheapest batched candidate, payload and tables (a hybrid model's bound, plus a
   byte per level to say which); ``joint_bound``: per level the joint entropy of a row's channels under its own
   histogram, no tables: no within-row context can code below it.
@@ -130,6 +132,14 @@ def code_flagged(
         cost.add(rows[:, d], bucket(rows[:, 0] - mode[0]))
 
 
+def flag_bits(used: np.ndarray, contexts: Optional[np.ndarray]) -> float:
+    """Bits of a level's used-row flags alone, one table per context (``flag_bits_same_index``: the row of the same
+    index one level coarser, for two hashed levels of one size, a context with no geometry behind it)."""
+    cost = Cost()
+    cost.add(used.astype(np.int64), contexts)
+    return cost.bits
+
+
 def vertex_rows(coords: List[np.ndarray], res: int, size: int, dense: bool) -> np.ndarray:
     """Row within its level of each vertex (x, y, z integer arrays), as ``core.hash_grid`` indexes it."""
     if dense:
@@ -211,9 +221,14 @@ def measure_grid(
                                    (res[level], sizes[level], dense[level]))  # fmt: skip
             coarse_ctx = np.searchsorted(COARSE_BUCKETS, counts, side="right")
             context_seconds = time.perf_counter() - start
-        flag, flag_coarse = Cost(), Cost()
-        flag.add(used.astype(np.int64))
-        flag_coarse.add(used.astype(np.int64), coarse_ctx)
+        same_index = None
+        if previous_used is not None and previous_used.shape == used.shape:
+            same_index = previous_used.astype(np.int64)
+        flags = {key: flag_bits(used, ctx) for key, ctx in (("flag_bits", None), ("flag_bits_coarse", coarse_ctx),
+                 ("flag_bits_previous_row", np.r_[0, used[:-1]].astype(np.int64)),
+                 ("flag_bits_same_index", same_index))}  # fmt: skip
+        if same_index is None:
+            flags["flag_bits_same_index"] = None  # no level of the same size before it
         code_flagged(costs["c_coarse"], block, used, mode, coarse_ctx)
         code_flagged(costs["c_coarse_values"], block, used, mode, coarse_ctx, coarse_ctx)
         causal = causal_counts(used, res[level]) if dense[level] else np.r_[0, used[:-1]].astype(np.int64)
@@ -230,7 +245,7 @@ def measure_grid(
             "level": level, "rows": int(block.shape[0]), "dense": bool(dense[level]), "resolution": res[level],
             "positions_per_row": res[level] ** 3 / sizes[level], "mode": mode.tolist(),
             "used_fraction": float(used.mean()), "coarse_context": coarse_ctx is not None,
-            "coarse_context_seconds": context_seconds, "flag_bits": flag.bits, "flag_bits_coarse": flag_coarse.bits,
+            "coarse_context_seconds": context_seconds, **flags,
             "bits": {name: c.bits for name, c in costs.items()},
         })  # fmt: skip
         for name, c in costs.items():
