@@ -2,7 +2,8 @@
 # Runs that outlast one device call: start train_eval.sh runs in the background (their own process sessions, so
 # they survive the call that started them while the machine stays warm), then watch them from later calls.
 # Everything lives under /tmp/bench on the GPU machine ($OUT is emptied before every call):
-#   bash benchmarks/gpu/bg.sh setup                      copy the scripts and .gpu/* scenes to /tmp/bench
+#   bash benchmarks/gpu/bg.sh setup                      copy the scripts and .gpu/* scenes to /tmp/bench (and
+#                                                        <scene>_val for a scene with a val_subset.py subset)
 #   bash benchmarks/gpu/bg.sh start NAME SCENE METHOD ITERS [ns-train args]   SCENE: a folder name under .gpu
 #   bash benchmarks/gpu/bg.sh finish NAME SCENE METHOD ITERS [ns-train args]  in the FOREGROUND of a later call:
 #                                                        evaluate, export and summarise a run that `start` trained
@@ -26,6 +27,12 @@ setup)
   cp benchmarks/gpu/*.sh benchmarks/gpu/*.py $root/bin/
   for d in .gpu/*/; do [ -e "$d/transforms.json" ] || [ -e "$d/transforms_train.json" ] || continue
     [ -d "$root/data/$(basename "$d")" ] || cp -r "$d" "$root/data/"; done
+  # A scene with a validation subset (val_subset.py) also becomes <scene>_val, whose test split is that subset: for
+  # tuning. It links to the copy under $root, never to the carried tree, which the next call re-copies (two runs
+  # that read images through links into it died when it was replaced under them).
+  for d in "$root"/data/*/; do s=${d%/}; [ -f "$s/transforms_valsub.json" ] || continue; v=${s}_val; mkdir -p "$v"
+    ln -sfn "$s/train" "$v/train"; ln -sfn "$s/val" "$v/val"; cp "$s/transforms_train.json" "$v/"
+    cp "$s/transforms_valsub.json" "$v/transforms_test.json"; cp "$s/transforms_valsub.json" "$v/transforms_val.json"; done
   ls $root/data ;;
 start)
   shift; name=$1; scene=$2; shift 2
