@@ -3,6 +3,10 @@
     python3 benchmarks/gpu/ns_bench.py train|eval [the usual ns-train / ns-eval arguments]
     python3 benchmarks/gpu/ns_bench.py run OUT NAME [the usual ns-train arguments]
 
+``NS_PROFILE=START,COUNT`` (train and run): torch's profiler over COUNT whole iterations of nerfstudio's training loop
+from the START-th (the trainer's callbacks, writer and data loading included, which ``step_time.py`` leaves out):
+the busiest operators and a JSON line with the wall time, the GPU's kernel time and the kernel count per step.
+
 ``run`` trains, then evaluates the trained pipeline on every evaluation view, exports a shacira run's scene file and
 appends the run's summary line to ``OUT/runs.jsonl``, all in the one process. On the device machine a process
 started by a background job after its call has returned cannot load torch, so a background run must not start
@@ -84,6 +88,52 @@ def disable_lpips_if_offline() -> None:
 
     lpip_module.LearnedPerceptualImagePatchSimilarity = NaNLPIPS  # nerfacto imports it from here, lazily
     print(f"[ns_bench] {ALEXNET_FILE} not cached: LPIPS is NaN (not measured)", file=sys.stderr)
+
+
+def profile_summary(prof: Any, steps: int, wall_seconds: float) -> dict:
+    """Per step: the wall time, the GPU's own kernel time and the kernel count of a profiled stretch. Kernel rows
+    only: an operator's row repeats the time of the kernels it launched."""
+    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return {"steps": steps, "wall_ms_per_step": round(1000 * wall_seconds / steps, 2),
+            "gpu_busy_ms_per_step": round(sum(e.self_device_time_total for e in kernels) / steps / 1000, 2),
+            "gpu_kernels_per_step": sum(e.count for e in kernels) // steps}  # fmt: skip
+
+
+def profile_training_loop(start: int, count: int) -> None:
+    """Profile iterations [start, start + count) of nerfstudio's training loop, from one ``train_iteration`` call to
+    the one ``count`` later (so everything the loop does between them is inside), and print the result."""
+    import json
+    import time
+
+    from nerfstudio.engine.trainer import Trainer
+    from torch.profiler import ProfilerActivity, profile
+
+    inner = Trainer.train_iteration
+    state: dict = {"calls": 0}
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+
+    def sync() -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    def train_iteration(self: Trainer, step: int) -> Any:
+        k = state["calls"]
+        state["calls"] += 1
+        if k == start:
+            sync()
+            state["prof"] = profile(activities=activities)
+            state["prof"].__enter__()
+            state["t0"] = time.perf_counter()
+        elif k == start + count and "prof" in state:
+            sync()
+            wall = time.perf_counter() - state["t0"]
+            prof = state.pop("prof")
+            prof.__exit__(None, None, None)
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), file=sys.stderr)
+            print("[ns_bench] NS_PROFILE " + json.dumps(profile_summary(prof, count, wall)), file=sys.stderr)
+        return inner(self, step)
+
+    Trainer.train_iteration = train_iteration
 
 
 def train_keeping_trainer(argv: list) -> Any:
@@ -173,6 +223,9 @@ def main() -> None:
     disable_lpips_if_offline()
     if os.environ.get("SHACIRA_BENCH_GATHER", "index_select") == "index_select":
         use_index_select_gather()
+    if os.environ.get("NS_PROFILE") and command != "eval":
+        start, count = (int(v) for v in os.environ["NS_PROFILE"].split(","))
+        profile_training_loop(start, count)
     if command == "run":
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # summary.py beside this file
         run(sys.argv[1], sys.argv[2], sys.argv[3:])

@@ -159,16 +159,11 @@ def main() -> None:
                 torch.cuda.synchronize()
             print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30), flush=True)
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15), flush=True)
-            # The GPU's own work per step (kernels and copies), against the step's wall time: how far the host's
-            # launches, not the GPU, bound the step.
-            # Kernel rows only: an operator's row repeats the time of the kernels it launched (the first version of
-            # this sum counted both, 27.9 ms a step where the profiler's own total says 13.7).
-            kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
-            busy = sum(e.self_device_time_total for e in kernels)
-            print(json.dumps({"profile_run": spec, "gpu_busy_ms_per_step": round(busy / 5 / 1000, 2),
-                              "gpu_kernels_per_step": sum(e.count for e in kernels) // 5,
-                              "ms_per_step": round(1000 * seconds, 2)}),
-                  flush=True)  # fmt: skip
+            # The GPU's own work per step against the step's wall time: how far the host's launches bound the step.
+            # (Kernel rows only; the first version of this sum also counted operator rows, 27.9 ms a step where
+            # the profiler's own total said 13.7.)
+            summary = ns_bench.profile_summary(prof, 5, 5 * seconds)
+            print(json.dumps({"profile_run": spec, **summary}), flush=True)
         del pipeline, optimizers
         torch.cuda.empty_cache()
 
