@@ -93,6 +93,7 @@ def test_checkpoint_reloads_under_torch_weights_only(short_run: Path) -> None:
         ("--pipeline.model.rate-lambda", "-1", "rate_lambda"),
         ("--pipeline.model.latent-dim", "0", "latent_dim"),
         ("--pipeline.model.implementation", "cuda-magic", "implementation"),
+        ("--pipeline.model.quantizer", "stochastic", "quantizer"),
     ],
 )
 def test_bad_config_values_fail_at_start_naming_the_field(flag: str, value: str, field: str, env, tmp_path) -> None:

@@ -29,7 +29,7 @@ from shacira_nerf.core.entropy_model import ENTROPY_MODELS
 from shacira_nerf.core.grid import ShaciraGrid
 from shacira_nerf.core.lookup import LOOKUP_CHOICES, LookupBackendError, available_backends
 from shacira_nerf.core.precision import NETWORK_DTYPES, round_to_precision_
-from shacira_nerf.core.quantizer import AnnealedQuantizer
+from shacira_nerf.core.quantizer import QUANTIZER_MODES, AnnealedQuantizer
 from shacira_nerf.errors import UserError
 from shacira_nerf.nerf.compiled import compile_hot_paths
 from shacira_nerf.nerf.fields import ShaciraDensityField, ShaciraNerfactoField, make_grid
@@ -63,6 +63,15 @@ class ShaciraModelConfig(NerfactoModelConfig):
     """Weight of the rate term: loss += rate_lambda x estimated bits per latent (appendix eq. 3); 0 disables it."""
     anneal_fraction: float = 0.95
     """Fraction of training with annealed soft rounding; straight-through rounding afterwards."""
+    quantizer: str = "soft_round"
+    """Rounding stand-in while annealing: "soft_round" (Agustsson & Theis, deterministic; the appendix's) or "sga"
+    (stochastic Gumbel annealing, the authors' public Kodak config and the image mode's default). Soft rounding at
+    the end of its schedule (sharpness 32) passes almost no gradient to a latent sitting on an integer (the slope
+    there is ~1e-13), SGA's noise keeps one; which trains lego better is not yet measured."""
+    sga_temperature_start: float = 1.0
+    """SGA's temperature at the first step (``quantizer`` "sga")."""
+    sga_temperature_end: float = 0.1
+    """SGA's temperature at the end of annealing (the authors' 0.1)."""
     soft_round_alpha_start: float = 1.0
     """Soft-rounding sharpness at the first step (small: nearly the identity)."""
     soft_round_alpha_end: float = 32.0
@@ -71,9 +80,9 @@ class ShaciraModelConfig(NerfactoModelConfig):
     """Hidden widths of each CDF MLP of the entropy model."""
     entropy_model: str = "factorized"
     """Which entropy model codes each grid's latents: "factorized" (one CDF per latent dimension, the appendix's) or
-    "per_level" (one per level and latent dimension, tables stored per level). The default stays "factorized": on
-    the H200 lego file's integers a refit per-level model codes 4.4% fewer latent bytes, 2.8% of the file after its
-    larger tables (benchmarks/README.md), but no run has been trained with it yet (PSNR and step time unmeasured)."""
+    "per_level" (one per level and latent dimension, tables stored per level). The default stays "factorized": refit
+    on the H200 lego file's integers a per-level model codes 2.8% fewer file bytes, but trained from the start (3000
+    steps, λ 1e-2, benchmarks/README.md) it gave a 37% larger file and a 9% slower step."""
     network_precision: str = "float16"
     """How the scene file stores the networks (MLPs, latent decoders, the mean appearance embedding): "float16"
     halves their bytes; training rounds them to it after its last step, so the checkpoint, ns-eval and the file hold
@@ -104,6 +113,15 @@ class ShaciraModelConfig(NerfactoModelConfig):
                 "soft_round_alpha_end",
                 "must be >= soft_round_alpha_start",
                 self.soft_round_alpha_end,
+            ),
+            (self.quantizer in QUANTIZER_MODES, "quantizer", f"must be one of {', '.join(QUANTIZER_MODES)}",
+             self.quantizer),
+            (self.sga_temperature_end > 0, "sga_temperature_end", "must be > 0", self.sga_temperature_end),
+            (
+                self.sga_temperature_start >= self.sga_temperature_end,
+                "sga_temperature_start",
+                "must be >= sga_temperature_end",
+                self.sga_temperature_start,
             ),
             (self.size_update_every >= 1, "size_update_every", "must be >= 1", self.size_update_every),
             (self.entropy_refit_steps >= 0, "entropy_refit_steps", "must be >= 0", self.entropy_refit_steps),
@@ -143,7 +161,10 @@ class ShaciraModel(NerfactoModel):
         cfg = self.config
         scene_contraction = None if cfg.disable_scene_contraction else SceneContraction(order=float("inf"))
         # One quantizer schedule shared by all grids: they anneal together.
-        self.quantizer = AnnealedQuantizer(cfg.soft_round_alpha_start, cfg.soft_round_alpha_end, cfg.anneal_fraction)
+        self.quantizer = AnnealedQuantizer(
+            cfg.soft_round_alpha_start, cfg.soft_round_alpha_end, cfg.anneal_fraction, mode=cfg.quantizer,  # type: ignore[arg-type]
+            temperature_start=cfg.sga_temperature_start, temperature_end=cfg.sga_temperature_end,
+        )  # fmt: skip
 
         # The lookup backend is resolved once, here, for the device the pipeline trains on (nerfstudio passes it).
         device = self.kwargs.get("device") or "cpu"
