@@ -174,6 +174,28 @@ class FactorizedEntropyModel(EntropyModel):
         """One table per channel, shared by every level."""
         return channel
 
+    @classmethod
+    @torch.no_grad()
+    def stack(cls, models: Sequence["FactorizedEntropyModel"], width: int) -> "FactorizedEntropyModel":
+        """One model of ``width`` channels per member: channel ``i * width + d`` is member ``i``'s channel ``d``
+        (the factorized model keeps every channel's CDF apart, so this is the members' models side by side; the
+        channels a member lacks, padding of a narrower member, keep a fresh CDF that models padding only). The
+        caller's random state is left where it was (the fresh CDFs' draws are the model's own)."""
+        with torch.random.fork_rng(devices=[]):
+            stacked = cls(len(models) * width, models[0].filters)
+        for name, p in stacked.named_parameters():
+            for i, model in enumerate(models):
+                member = model.get_parameter(name)
+                p[i * width : i * width + member.shape[0]] = member
+        return stacked
+
+    @torch.no_grad()
+    def copy_member_to(self, index: int, width: int, model: "FactorizedEntropyModel") -> None:
+        """Write member ``index``'s channels of a ``stack``-ed model (``width`` per member) into ``model``."""
+        stacked = dict(self.named_parameters())
+        for name, p in model.named_parameters():
+            p.copy_(stacked[name][index * width : index * width + p.shape[0]])
+
     def logits_cdf(self, x: Float[Tensor, "channels 1 n"]) -> Float[Tensor, "channels 1 n"]:
         """Logit of the CDF at ``x`` (one row of points per channel); monotone non-decreasing in ``x``."""
         h = x

@@ -87,19 +87,6 @@ class StackedMLP(nn.Module):
             linear.bias.copy_(self.biases[k][index, : linear.out_features])
 
 
-def stack_entropy_models(models: Sequence[FactorizedEntropyModel], width: int) -> FactorizedEntropyModel:
-    """One factorized model with ``width`` channels per member: channel ``i * width + d`` is member ``i``'s latent
-    column ``d`` (the factorized model keeps every channel's CDF apart, so this is the members' models side by side;
-    a padded channel models padding only and is masked out of the rate)."""
-    stacked = FactorizedEntropyModel(len(models) * width, models[0].filters)
-    with torch.no_grad():
-        for name, p in stacked.named_parameters():
-            for i, model in enumerate(models):
-                member = model.get_parameter(name)
-                p[i * width : i * width + member.shape[0]] = member
-    return stacked
-
-
 class BatchedImageFields(nn.Module):
     """B image fields as one stacked model (see the module docstring for the padding rules).
 
@@ -126,8 +113,7 @@ class BatchedImageFields(nn.Module):
         self.decoder = LatentDecoder.stack([f.grid.decoder for f in fields])
         self.mlp = StackedMLP([f.mlp for f in fields])
         self.width_per_member = self.decoder.latent_dim
-        with torch.random.fork_rng(devices=[]):  # its random init is overwritten; keep the caller's RNG where it was
-            self.entropy_model = stack_entropy_models([f.grid.entropy_model for f in fields], self.width_per_member)
+        self.entropy_model = FactorizedEntropyModel.stack([f.grid.entropy_model for f in fields], self.width_per_member)
         self.quantizer = make_quantizer(first.config)
         self.fused_rate = fused_rate and len(fields) == 1 and not self.latents.padded
         self.register_buffer(
@@ -188,10 +174,7 @@ class BatchedImageFields(nn.Module):
         self.latents.copy_member_to(index, field.grid.latents)
         self.decoder.copy_member_to(index, field.grid.decoder)
         self.mlp.copy_member_to(index, field.mlp)
-        D = self.width_per_member
-        stacked = dict(self.entropy_model.named_parameters())
-        for name, p in field.grid.entropy_model.named_parameters():
-            p.copy_(stacked[name][index * D : index * D + p.shape[0]])
+        self.entropy_model.copy_member_to(index, self.width_per_member, field.grid.entropy_model)
         field.grid.set_progress(1, 1)
         field.round_networks()  # the file stores these weights exactly: what is measured from here on decodes
         return field
