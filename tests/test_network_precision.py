@@ -26,6 +26,7 @@ from shacira_nerf.core.precision import (
     storage_array,
     stored_network_bytes,
 )
+from shacira_nerf.report import file_report, format_report
 
 
 def _int8_sections(data: bytes) -> dict:
@@ -138,6 +139,9 @@ def test_scene_file_stores_int8_networks_bit_exactly() -> None:
     payload = sum(len(p) for p in int8.values())
     numbers = sum(tensors[n].numel() for n in int8)
     assert payload < 0.3 * 4 * numbers and payload < 0.6 * 2 * numbers
+    report = file_report(data)
+    assert report["network_precisions"] == {"int8": len(int8), "float16": len(tensors) - len(int8) - 1, "float32": 1}
+    assert f"stored as int8 with a float32 scale ({len(int8)} tensors)" in format_report("s.shac", report)
     assert model.estimate_size()["network_MB"] * 1e6 == pytest.approx(
         stored_network_bytes([t.numel() for t in tensors.values()], "int8")
     )
