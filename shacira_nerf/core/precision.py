@@ -45,18 +45,24 @@ def _int8_values(arr: np.ndarray, scale: np.float32) -> np.ndarray:
     return np.clip(np.rint(arr / scale), -INT8_LEVELS, INT8_LEVELS).astype(np.int8)
 
 
+def _peak_scale(arr: np.ndarray) -> Optional[np.float32]:
+    """``max|arr| / 127`` in float32, or None where int8 cannot or need not hold ``arr``: at most ``SCALE_BYTES``
+    numbers (no bytes saved), a non-finite value, or a scale outside the range a reader accepts (all zeros)."""
+    if arr.size <= SCALE_BYTES or not np.isfinite(arr).all():
+        return None
+    scale = np.float32(np.abs(arr).max() / np.float32(INT8_LEVELS))
+    return scale if MIN_INT8_SCALE <= scale <= MAX_INT8_SCALE else None
+
+
 def int8_encode(arr: np.ndarray) -> Optional[Tuple[np.ndarray, np.float32]]:
     """The int8 values and scale that decode to exactly ``arr`` (float32), or None if there are none.
 
     The scale is read off the array: ``max|arr| / 127`` in float32, so a tensor ``int8_round`` left on its grid
-    is recovered without storing anything beside it. None where int8 cannot hold the tensor exactly or saves no bytes:
-    at most ``SCALE_BYTES`` numbers, all zeros or a scale outside the range a reader accepts (those stay float16 or
-    float32, ``storage_array``).
+    is recovered without storing anything beside it. None where int8 cannot hold the tensor exactly or saves no bytes
+    (``_peak_scale``); those stay float16 or float32 (``storage_array``).
     """
-    if arr.size <= SCALE_BYTES or not np.isfinite(arr).all():
-        return None
-    scale = np.float32(np.abs(arr).max() / np.float32(INT8_LEVELS))
-    if not MIN_INT8_SCALE <= scale <= MAX_INT8_SCALE:
+    scale = _peak_scale(arr)
+    if scale is None:
         return None
     values = _int8_values(arr, scale)
     return (values, scale) if np.array_equal(dequantize_int8(values, scale), arr) else None
@@ -70,10 +76,8 @@ def int8_round(arr: np.ndarray, factors: np.ndarray = _SCALE_FACTORS) -> Optiona
     than with max|w| / 127; benchmarks/README.md). The grid is then made canonical: its scale re-read as
     ``int8_encode`` reads it, until that reproduces every value.
     """
-    if arr.size <= SCALE_BYTES or not np.isfinite(arr).all():
-        return None
-    peak = np.float32(np.abs(arr).max() / np.float32(INT8_LEVELS))
-    if not MIN_INT8_SCALE <= peak <= MAX_INT8_SCALE:
+    peak = _peak_scale(arr)
+    if peak is None:
         return None
     best, best_error = arr, np.inf
     for factor in factors:
@@ -85,11 +89,10 @@ def int8_round(arr: np.ndarray, factors: np.ndarray = _SCALE_FACTORS) -> Optiona
         if error < best_error:
             best, best_error = candidate, error
     for _ in range(_CANONICAL_ROUNDS):
-        stored = int8_encode(best)
-        if stored is not None:
+        if int8_encode(best) is not None:
             return best
-        scale = np.float32(np.abs(best).max() / np.float32(INT8_LEVELS))
-        if not MIN_INT8_SCALE <= scale <= MAX_INT8_SCALE:
+        scale = _peak_scale(best)
+        if scale is None:
             return None
         best = dequantize_int8(_int8_values(best, scale), scale)
     return None
