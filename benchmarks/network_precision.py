@@ -1,11 +1,13 @@
-"""What storing a scene's networks as float16 costs in quality: the same rays rendered with float32 and float16 weights.
+"""What storing a scene's networks as float16 or int8 costs in quality: the same rays rendered at each precision.
 
 Loads a `.shac` scene file (float32 networks, as files written before `network_precision` store them), renders the
-same random pixels of a Blender scene's test views with its networks as stored and rounded to float16
-(``ShaciraModel.round_networks``), and reports PSNR of each against the ground truth (white background), the
-difference, and the network bytes at each precision. CPU is enough: a few thousand rays.
+same random pixels of a Blender scene's test views with its networks as stored, rounded to float16 and rounded to
+int8 (``ShaciraModel.round_networks``; each from the float32 weights, no retraining), and reports PSNR of each against
+the ground truth (white background), the difference, and the network bytes at each precision (payloads: values, and
+int8's scales). int8 is measured twice: with the scale ``round_networks`` chooses (least squared error) and with
+max|w| / 127 ("int8_peak"), to show what the choice buys. CPU is enough: a few thousand rays.
 
-    python benchmarks/network_precision.py tests/fixtures/lego_h200_lambda0.1.shac data/real/lego --rays 8192
+    python benchmarks/network_precision.py tests/fixtures/lego_h200_lambda0.1.shac data/real/lego --rays 16384
 """
 
 from __future__ import annotations
@@ -37,6 +39,38 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return -10.0 * math.log10(float(torch.mean((a - b) ** 2)))
 
 
+def network_bytes(model, precision: str) -> int:
+    """Payload bytes of the model's networks as a file at ``precision`` stores them (int8: values and scales)."""
+    from shacira_nerf.core.precision import storage_array
+
+    stored = [storage_array(t, precision) for t in model.stored_network_tensors().values()]
+    return sum(a[0].nbytes + 4 if isinstance(a, tuple) else a.nbytes for a in stored)
+
+
+def rounded_render(model, float32, precision: str, render, factors=None):
+    """Render with the float32 weights rounded to ``precision`` (int8 with the scale factors ``factors`` if given),
+    then put the float32 weights back; returns the render and the network bytes at that precision."""
+    import numpy as np
+
+    from shacira_nerf.core import precision as networks
+
+    model.config.network_precision = precision
+    if factors is None:
+        model.round_networks()
+    else:
+        with torch.no_grad():
+            for t in model.stored_network_tensors().values():
+                rounded = networks.int8_round(t.cpu().numpy(), np.asarray(factors, dtype=np.float32))
+                if rounded is not None:
+                    t.copy_(torch.from_numpy(rounded))
+    size = network_bytes(model, precision)
+    rgb = render()
+    with torch.no_grad():
+        for name, t in model.stored_network_tensors().items():
+            t.copy_(float32[name])
+    return rgb, size
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scene", type=Path)
@@ -49,7 +83,6 @@ def main() -> None:
     from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
     from nerfstudio.data.datasets.base_dataset import InputDataset
 
-    from shacira_nerf.core.precision import storage_array
     from shacira_nerf.nerf.scene_file import load_scene
 
     loaded = load_scene(args.scene)
@@ -66,12 +99,13 @@ def main() -> None:
     target = rgba[:, :3] * rgba[:, 3:] + (1.0 - rgba[:, 3:]) if rgba.shape[1] == 4 else rgba[:, :3]
     coords = torch.stack([ys.float() + 0.5, xs.float() + 0.5], dim=-1)
 
-    tensors = model.stored_network_tensors()
-    bytes32 = sum(storage_array(t, "float32").nbytes for t in tensors.values())
+    float32 = {name: t.clone() for name, t in model.stored_network_tensors().items()}
+    bytes32 = network_bytes(model, "float32")
     rgb32 = render_rays(model, cameras, idx, coords)
-    model.round_networks()
-    bytes16 = sum(storage_array(t, "float16").nbytes for t in model.stored_network_tensors().values())
-    rgb16 = render_rays(model, cameras, idx, coords)
+    rgb16, bytes16 = rounded_render(model, float32, "float16", lambda: render_rays(model, cameras, idx, coords))
+    rgb8, bytes8 = rounded_render(model, float32, "int8", lambda: render_rays(model, cameras, idx, coords))
+    rgb8_peak, _ = rounded_render(model, float32, "int8", lambda: render_rays(model, cameras, idx, coords),
+                                  factors=(1.0,))  # fmt: skip
     result = {
         "date": today(), "machine": machine(), "command": command_line(), "file": args.scene.name,
         "file_bytes": loaded.file_bytes, "rays": args.rays, "test_views": len(images),
@@ -79,6 +113,12 @@ def main() -> None:
         "psnr_between": psnr(rgb16, rgb32), "network_bytes_float32": bytes32, "network_bytes_float16": bytes16,
     }  # fmt: skip
     result["psnr_change"] = result["psnr_float16"] - result["psnr_float32"]
+    result.update({
+        "psnr_int8": psnr(rgb8, target), "psnr_between_int8": psnr(rgb8, rgb32), "network_bytes_int8": bytes8,
+        "psnr_int8_peak": psnr(rgb8_peak, target), "psnr_between_int8_peak": psnr(rgb8_peak, rgb32),
+    })  # fmt: skip
+    result["psnr_change_int8"] = result["psnr_int8"] - result["psnr_float32"]
+    result["psnr_change_int8_peak"] = result["psnr_int8_peak"] - result["psnr_float32"]
     print(json.dumps(result, indent=1))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

@@ -2,8 +2,8 @@
 
 Both kinds of ``.shac`` file are a container (``codec/container.py``) whose JSON header starts with the same
 envelope: ``kind``, ``producer``, ``coder``, ``grids`` (each grid's geometry and coder header, ``bitstream.py``),
-``networks`` (name -> shape of each float tensor in a ``network/<name>`` section) and ``estimate`` (the training-time
-size estimate). The application adds its own fields (a scene's model settings and scene box, an image's size and
+``networks`` (name -> shape of each network tensor in a ``network/<name>`` section: float16, float32, or int8
+values followed by their float32 scale) and ``estimate`` (the training-time size estimate). The application adds its own fields (a scene's model settings and scene box, an image's size and
 field settings) and sections (a scene's cameras).
 
 A file is data from strangers: checksums catch damage, not intent. So every value of the envelope is checked for
@@ -27,15 +27,22 @@ import numpy as np
 from shacira_nerf import __version__
 from shacira_nerf.codec import (
     CODER_NAME,
+    INT8_LEVELS,
+    MAX_INT8_SCALE,
+    MIN_INT8_SCALE,
     ContainerError,
     ForeignFileError,
     decode_container,
+    dequantize_int8,
     encode_container,
     escape,
+    is_scaled_int8,
     naming,
     pack_array,
+    pack_scaled_int8,
     read_file_bytes,
     unpack_array,
+    unpack_scaled_int8,
 )
 
 SCENE_KIND = "nerfstudio-scene"
@@ -375,11 +382,23 @@ def check_rebuilt_model(
 
 
 # ------------------------------------------------------------------------------------------- networks
-def network_sections(arrays: Mapping[str, np.ndarray]) -> Tuple[Dict[str, List[int]], List[Tuple[str, bytes]]]:
-    """The header's ``networks`` entry and the ``network/<name>`` sections of float arrays."""
-    return {name: list(a.shape) for name, a in arrays.items()}, [
-        (f"network/{n}", pack_array(a)) for n, a in arrays.items()
-    ]
+NetworkArray = Union[np.ndarray, Tuple[np.ndarray, float]]
+"""A network tensor as stored: a float16 or float32 array, or int8 values with their float32 scale (``int8``)."""
+
+
+def network_sections(arrays: Mapping[str, NetworkArray]) -> Tuple[Dict[str, List[int]], List[Tuple[str, bytes]]]:
+    """The header's ``networks`` entry and the ``network/<name>`` sections: float arrays as ``pack_array`` writes
+    them, int8 ones with their scale as ``pack_scaled_int8`` does."""
+    shapes: Dict[str, List[int]] = {}
+    sections: List[Tuple[str, bytes]] = []
+    for name, arr in arrays.items():
+        if isinstance(arr, tuple):
+            values, scale = arr
+            shapes[name], payload = list(values.shape), pack_scaled_int8(values, scale)
+        else:
+            shapes[name], payload = list(arr.shape), pack_array(arr)
+        sections.append((f"network/{name}", payload))
+    return shapes, sections
 
 
 def require_section(sections: Mapping[str, bytes], name: str) -> bytes:
@@ -388,9 +407,25 @@ def require_section(sections: Mapping[str, bytes], name: str) -> bytes:
     return sections[name]
 
 
+def _read_int8(name: str, payload: bytes, shape: Tuple[int, ...]) -> np.ndarray:
+    """An int8 network tensor, decoded (``dequantize_int8``): its length and array head checked against ``shape``
+    before anything is allocated, its scale a finite float32 in [``MIN_INT8_SCALE``, ``MAX_INT8_SCALE``]."""
+    try:
+        values, scale = unpack_scaled_int8(payload, shape)
+    except ContainerError as exc:
+        raise ContainerError(f"network tensor {name!r} {exc}") from None
+    if not (math.isfinite(scale) and MIN_INT8_SCALE <= scale <= MAX_INT8_SCALE):
+        raise ContainerError(f"network tensor {name!r} has int8 scale {scale!r}; a scale must be a finite number in "
+                             f"[{MIN_INT8_SCALE:g}, {MAX_INT8_SCALE:g}]")  # fmt: skip
+    if values.min(initial=0) < -INT8_LEVELS:
+        raise ContainerError(f"network tensor {name!r} holds int8 value -128; stored values lie in "
+                             f"[-{INT8_LEVELS}, {INT8_LEVELS}]")  # fmt: skip
+    return dequantize_int8(values, scale)
+
+
 def read_networks(env: Envelope, expected: Mapping[str, Tuple[int, ...]]) -> Dict[str, np.ndarray]:
-    """The network tensors as float32 arrays: exactly the ``expected`` names and shapes, stored as float16 or
-    float32, every value finite."""
+    """The network tensors as float32 arrays: exactly the ``expected`` names and shapes, stored as float16, float32
+    or int8 with a scale, every value finite."""
     if set(env.networks) != set(expected):
         missing, extra = sorted(set(expected) - set(env.networks)), sorted(set(env.networks) - set(expected))
         raise ContainerError(f"network tensors in the header do not match the settings (missing {shown(missing)}, "
@@ -400,10 +435,14 @@ def read_networks(env: Envelope, expected: Mapping[str, Tuple[int, ...]]) -> Dic
         shape = tuple(shape)
         if env.networks[name] != shape:
             raise ContainerError(f"header lists network tensor {name!r} as {env.networks[name]}, expected {shape}")
-        arr = unpack_array(require_section(env.sections, f"network/{name}"))
+        payload = require_section(env.sections, f"network/{name}")
+        if is_scaled_int8(payload):
+            out[name] = _read_int8(name, payload, shape)
+            continue
+        arr = unpack_array(payload)
         if arr.dtype not in (np.float16, np.float32) or arr.shape != shape:
             raise ContainerError(f"network tensor {name!r} is {arr.dtype} {arr.shape}, expected float16 or float32 "
-                                 f"{shape}")  # fmt: skip
+                                 f"{shape} (or int8 with a scale)")  # fmt: skip
         if not np.isfinite(arr).all():
             raise ContainerError(f"network tensor {name!r} holds non-finite values (NaN or infinity)")
         out[name] = arr.astype(np.float32, copy=False)
@@ -414,7 +453,7 @@ def read_networks(env: Envelope, expected: Mapping[str, Tuple[int, ...]]) -> Dic
 def encode_file(
     kind: str,
     grids: Sequence[Tuple[str, Dict[str, Any], List[Tuple[str, bytes]]]],
-    networks: Mapping[str, np.ndarray],
+    networks: Mapping[str, NetworkArray],
     estimate: Mapping[str, float],
     fields: Mapping[str, Any],
     extra_sections: Sequence[Tuple[str, bytes]] = (),

@@ -7,9 +7,9 @@ are checked where they are read (``file_layer.py``), and every string from the f
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, List
 
-from shacira_nerf.codec import container_layout, escape
+from shacira_nerf.codec import ARRAY_DTYPES, container_layout, escape
 from shacira_nerf.file_layer import IMAGE_KIND, export_hint, image_size, parse_envelope
 from shacira_nerf.units import BYTES_PER_MB
 
@@ -22,6 +22,19 @@ def _kind_of(section: str) -> str:
     if section.startswith("network/"):
         return "networks"
     return section.split("/")[0]
+
+
+def network_precisions(data: bytes, sections: List[Dict[str, Any]]) -> Dict[str, int]:
+    """How many network tensors the file stores at each precision, read from each section's array head (its first
+    byte, the dtype code): a tensor int8 does not cover stays float16 or float32, so the settings alone do not say."""
+    view = memoryview(data).cast("B")
+    counts: Dict[str, int] = {}
+    for s in sections:
+        if s["name"].startswith("network/") and s["payload_bytes"]:
+            dtype = ARRAY_DTYPES.get(view[s["payload_offset"]])
+            name = "unknown" if dtype is None else dtype.name
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def file_report(data: bytes) -> Dict[str, Any]:
@@ -53,6 +66,7 @@ def file_report(data: bytes) -> Dict[str, Any]:
         "bits_per_latent": 8 * latent_payload / num_latents if num_latents else None,
         "shannon_bits": sum(g.shannon_bits for g in env.grids.values()),
         "entropy_models": {name: g.entropy_model for name, g in env.grids.items()},
+        "network_precisions": network_precisions(data, layout["sections"]),
     }
     if num_latents:
         # The same tables stored plainly: rows x latent_dim numbers at float32 / float16.
@@ -89,6 +103,11 @@ def format_report(path: str, report: Dict[str, Any]) -> str:
         lines.append(f"  entropy model:   {used}")
         lines.append(f"  vs plain grid:   {report['ratio_to_float32_grid']:.1f}x smaller than float32, "
                      f"{report['ratio_to_float16_grid']:.1f}x smaller than float16 (same tables, whole file)")  # fmt: skip
+    precisions = report.get("network_precisions")
+    if precisions:
+        stored = ", ".join(f"{'int8 with a float32 scale' if name == 'int8' else name} ({count} tensors)"
+                           for name, count in sorted(precisions.items(), key=lambda kv: -kv[1]))  # fmt: skip
+        lines.append(f"  networks:        stored as {stored}")
     if "bpp" in report:
         h, w = report["image_size"]
         lines.append(f"  image:           {w}x{h} pixels, {report['bpp']:.4f} bits per pixel (file bits / pixels)")

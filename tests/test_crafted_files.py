@@ -145,6 +145,46 @@ def map_array(name: str, fn: Callable[[np.ndarray], np.ndarray]) -> Edit:
     return edit
 
 
+def int8_section(name: str, scale: float, shape=None, cut: int = 0, low: int = -127) -> Edit:
+    """Section ``name`` as int8 values (``low``..127, of ``shape`` if given, else the tensor's) with ``scale``, the
+    payload ``cut`` bytes short."""
+    from shacira_nerf.codec import pack_scaled_int8, unpack_array
+
+    def edit(header: dict, sections: Dict[str, bytes]) -> None:
+        size = unpack_array(sections[name]).shape if shape is None else shape
+        values = np.linspace(low, 127, math.prod(size)).astype(np.int8).reshape(size)
+        payload = pack_scaled_int8(values, scale)
+        sections[name] = payload[: len(payload) - cut]
+
+    return edit
+
+
+def int8_cases(tensor: str, shape: Tuple[int, ...]) -> Dict[str, SceneCase]:
+    """Network tensors stored as int8 with a scale that no writer makes: each refused in one line naming the tensor."""
+    section, other = f"network/{tensor}", (shape[-1], math.prod(shape[:-1]))
+    return {
+        "int8 scale NaN": (_edit(int8_section(section, math.nan)), f"'{tensor}' has int8 scale nan", False),
+        "int8 scale 0": (_edit(int8_section(section, 0.0)), "has int8 scale 0.0; a scale must be a finite", False),
+        "int8 scale -1": (_edit(int8_section(section, -1.0)), "int8 scale -1.0", False),
+        "int8 scale infinite": (_edit(int8_section(section, math.inf)), "int8 scale inf", False),
+        "int8 scale 2^100": (_edit(int8_section(section, 2.0**100)), "int8 scale 1.2676506002282294e+30", False),
+        "int8 scale subnormal": (_edit(int8_section(section, 1e-40)), "int8 scale 9.99994610111476e-41", False),
+        "int8 one byte short": (_edit(int8_section(section, 0.01, cut=1)), "with its scale takes", False),
+        "int8 without its scale": (_edit(int8_section(section, 0.01, cut=4)), "with its scale takes", False),
+        "int8 another shape": (
+            _edit(int8_section(section, 0.01, shape=other)),
+            f"does not hold an int8 array of shape {shape}",
+            False,
+        ),
+        "int8 twice the numbers": (
+            _edit(int8_section(section, 0.01, shape=(2 * shape[0], *shape[1:]))),
+            "with its scale takes",
+            False,
+        ),
+        "int8 value -128": (_edit(int8_section(section, 0.01, low=-128)), "holds int8 value -128", False),
+    }
+
+
 def _grid_entries(grids) -> Dict[str, dict]:
     """Header entries (what must agree with the settings) of meta-device grids, by name."""
     return {
@@ -388,6 +428,7 @@ def scene_cases() -> Dict[str, SceneCase]:
         "missing latents": (_edit(drop_section("field/latents/1")), "missing section 'field/latents/1'", False),
         "missing table": (_edit(drop_section("proposal_0/table/1")), "missing section 'proposal_0/table/1'", False),
         "missing network": (_edit(drop_section("network/field.mlp_head.layers.0.weight")), "missing section", False),
+        **int8_cases("field.mlp_head.layers.0.weight", (16, 63)),
     }
 
 
@@ -453,6 +494,7 @@ def image_cases() -> Dict[str, SceneCase]:
             False,
         ),  # fmt: skip
         "missing latents": (_edit(drop_section("grid/latents/all")), "missing section 'grid/latents/all'", False),
+        **int8_cases("mlp.0.weight", (16, 4)),
         "header inflates to 60 MiB": (
             _text(lambda h: json.dumps({**h, "pad": " " * (60 * 2**20)})),
             "inflates to more than",

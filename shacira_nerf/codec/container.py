@@ -65,6 +65,13 @@ __all__ = [
     "describe_sections",
     "encode_container",
     "pack_array",
+    "pack_scaled_int8",
+    "unpack_scaled_int8",
+    "dequantize_int8",
+    "is_scaled_int8",
+    "INT8_LEVELS",
+    "MIN_INT8_SCALE",
+    "MAX_INT8_SCALE",
     "atomic_output",
     "check_writable",
     "escape",
@@ -627,3 +634,54 @@ def unpack_array(payload: bytes | bytearray | memoryview) -> np.ndarray:
         return flat.astype(dtype.newbyteorder("="), copy=True).reshape(shape)
     except (ValueError, OverflowError, MemoryError) as exc:
         raise ContainerError(f"array payload has an unusable shape {shape}") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Scaled int8 arrays (network tensors stored at 8 bits)
+# --------------------------------------------------------------------------------------------
+
+INT8_LEVELS = 127
+"""Largest magnitude of a stored int8 value: the grid is symmetric, -127..127 (-128 is never written)."""
+MIN_INT8_SCALE = float(np.finfo(np.float32).tiny)
+"""Smallest scale a file may hold: float32's smallest normal number. A subnormal scale would decode to subnormal
+weights, which some devices flush to zero, so the same file could compute differently."""
+MAX_INT8_SCALE = 2.0**57
+"""Largest scale a file may hold: every decoded value stays below 2^64 in magnitude, far beyond any trained weight
+and far from float32's overflow, so ``dequantize_int8`` is always finite."""
+_SCALE = struct.Struct("<f")
+
+
+def dequantize_int8(values: np.ndarray, scale: float) -> np.ndarray:
+    """The float32 numbers an int8 array with its scale stands for: ``values * scale``, one IEEE float32
+    multiplication per number, so every machine decodes the same bits (the writer checks them with this function)."""
+    return values.astype(np.float32) * np.float32(scale)
+
+
+def pack_scaled_int8(values: np.ndarray, scale: float) -> bytes:
+    """Serialise int8 values and their float32 scale: :func:`pack_array` of the values, then the scale (4 bytes,
+    little-endian float32). The scale goes in the section, not the header: 4 bytes instead of a JSON name and
+    number per tensor."""
+    a = np.asarray(values)
+    if a.dtype != np.int8:
+        raise ValueError(f"scaled int8 values must be int8, got {a.dtype}")
+    return pack_array(a) + _SCALE.pack(scale)
+
+
+def is_scaled_int8(payload: bytes | bytearray | memoryview) -> bool:
+    """Whether an array payload holds int8 values (then :func:`pack_scaled_int8` wrote it, with a scale)."""
+    return len(payload) >= 1 and ARRAY_DTYPES.get(memoryview(payload).cast("B")[0]) == np.dtype("i1")
+
+
+def unpack_scaled_int8(payload: bytes | bytearray | memoryview, shape: tuple[int, ...]) -> tuple[np.ndarray, float]:
+    """Inverse of :func:`pack_scaled_int8` for an array of the ``shape`` the reader expects: the length and the
+    array head are checked against that shape before anything is allocated. The scale is returned as read; its
+    range is the reader's to check (``MIN_INT8_SCALE``, ``MAX_INT8_SCALE``)."""
+    view = memoryview(payload).cast("B")
+    head = _ARRAY_HEAD.pack(_DTYPE_CODES[("i", 1)], len(shape)) + b"".join(_U64.pack(n) for n in shape)
+    expected = len(head) + math.prod(shape) + _SCALE.size
+    if len(view) != expected:
+        raise ContainerError(f"is {len(view)} bytes; int8 {shape} with its scale takes {expected}")
+    if bytes(view[: len(head)]) != head:
+        raise ContainerError(f"does not hold an int8 array of shape {shape}")
+    (scale,) = _SCALE.unpack_from(view, len(view) - _SCALE.size)
+    return unpack_array(view[: len(view) - _SCALE.size]), scale

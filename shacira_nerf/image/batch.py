@@ -161,8 +161,8 @@ class BatchedImageFields(nn.Module):
         if self.members != 1 or self.latents.padded:
             return None
         bits = self.entropy_model.estimate_bits(torch.round(self.latents.values[0]))
-        floats = sum(p[0].numel() for p in (*self.decoder.parameters(), *self.mlp.parameters()))
-        return (bits + stored_network_bits(self.configs[0], floats)) / (self.height * self.width)
+        numels = [p[0].numel() for p in (*self.decoder.parameters(), *self.mlp.parameters())]
+        return (bits + stored_network_bits(self.configs[0], numels)) / (self.height * self.width)
 
     @torch.no_grad()
     def member(self, index: int, device: Union[str, torch.device, None] = None) -> ImageField:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Dict, Literal, Optional, Tuple, Union
+from typing import Dict, Iterable, Literal, Optional, Tuple, Union
 
 import torch
 from jaxtyping import Float
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from shacira_nerf.core.grid import ShaciraGrid
 from shacira_nerf.core.hash_grid import GridGeometry
 from shacira_nerf.core.lookup import LOOKUP_CHOICES
-from shacira_nerf.core.precision import NETWORK_DTYPES, round_to_precision_
+from shacira_nerf.core.precision import NETWORK_PRECISIONS, round_to_precision_, stored_network_bytes
 from shacira_nerf.core.quantizer import QUANTIZER_MODES, AnnealedQuantizer, QuantizerMode
 from shacira_nerf.errors import UserError
 
@@ -94,10 +94,10 @@ class ImageFieldConfig:
     """Steps fitting the entropy model alone to the final integer latents (the file's tables come from it)."""
     batch_pixels: int = 2**16
     """Pixels per training step: the whole image when it has at most this many, else a random sample."""
-    network_precision: Literal["float16", "float32"] = "float16"
+    network_precision: Literal["float16", "float32", "int8"] = "float16"
     """How the file stores the decoder and MLP weights. float16 halves their bytes (about 1 kB of a 15 kB Kodak file
-    at 0.3 bpp); the fitted weights are rounded to it before writing, so the file decodes to exactly the field that
-    was measured."""
+    at 0.3 bpp), int8 (values and one float32 scale per tensor, ``core/precision.py``) quarters them; the fitted
+    weights are rounded to it before writing, so the file decodes to exactly the field that was measured."""
     implementation: str = "auto"
     """Hash lookup backend (``core.lookup``): "auto" (Triton on CUDA, torch elsewhere), "torch", "triton" or "tcnn";
     whole-image steps use the fixed-point sparse matrix instead."""
@@ -125,7 +125,7 @@ class ImageFieldConfig:
             (self.lr_final_factor >= 0, "lr_final_factor", "must be >= 0"),
             (self.rate_lambda_start_factor >= 0, "rate_lambda_start_factor", "must be >= 0"),
             (self.implementation in LOOKUP_CHOICES, "implementation", f"must be one of {LOOKUP_CHOICES}"),
-            (self.network_precision in NETWORK_DTYPES, "network_precision", f"must be one of {tuple(NETWORK_DTYPES)}"),
+            (self.network_precision in NETWORK_PRECISIONS, "network_precision", f"must be one of {NETWORK_PRECISIONS}"),
         ]
         for ok, name, rule in checks:
             if not ok:
@@ -194,10 +194,10 @@ def schedule_factors(config: ImageFieldConfig, step: int, steps: int) -> Tuple[f
     return lr, rate
 
 
-def stored_network_bits(config: ImageFieldConfig, floats: int) -> float:
-    """Bits a file spends on ``floats`` network weights at the config's storage precision (the size estimates of a
-    field and of a training batch share it)."""
-    return 8.0 * NETWORK_DTYPES[config.network_precision].itemsize * floats
+def stored_network_bits(config: ImageFieldConfig, numels: Iterable[int]) -> float:
+    """Bits a file spends on network tensors of ``numels`` numbers each at the config's storage precision (the size
+    estimates of a field and of a training batch share it)."""
+    return 8.0 * stored_network_bytes(numels, config.network_precision)
 
 
 def pixel_centres(height: int, width: int, device: Union[str, torch.device] = "cpu") -> Float[Tensor, "hw 2"]:
@@ -317,7 +317,7 @@ class ImageField(nn.Module):
         slightly larger (the file is the truth).
         """
         bits = self.grid.entropy_model.estimate_bits(torch.round(self.grid.latents.values))
-        network_bits = stored_network_bits(self.config, self.num_network_floats())
+        network_bits = stored_network_bits(self.config, [t.numel() for t in self.network_tensors().values()])
         pixels = self.height * self.width
         return {
             "latent_bits": bits,

@@ -7,7 +7,8 @@ What the file holds:
 - ``grid/table/<d>`` and ``grid/latents/all``: integer probability tables and the range-coded latents, all levels in
   one stream (``bitstream.py``; per-level sections cost ~30 bytes a level, a tenth of a small image file);
 - ``network/<name>``: the latent decoder and the RGB MLP as float16 arrays (``network_precision``; float32 for a
-  tensor that float16 would not hold exactly), written by ``pack_array``; nothing is pickled.
+  tensor that float16 would not hold exactly; with "int8", int8 values and a float32 scale,
+  ``codec.pack_scaled_int8``), written by ``pack_array``; nothing is pickled.
 
 Decoding rebuilds the field in eval mode with the decoded integer latents; its rendering equals the trained field's
 eval rendering bit for bit on the same device (same integers, same float32 weights, same code path). The entropy

@@ -6,8 +6,8 @@ What the file holds (sections of the container in ``codec/container.py``):
 - ``<grid>/table/<t>`` and ``<grid>/latents/<level>``: integer probability tables (one per latent dimension, or
   per level and dimension with ``entropy_model`` "per_level", which the grid's header entry then names) and
   range-coded latents (``bitstream.py``) for the main field and every proposal network;
-- ``network/<name>``: decoder, MLP and appearance weights as float16 arrays (``network_precision``; training
-  rounds them after its last step; a tensor float16 does not hold exactly is stored as float32, so the file always
+- ``network/<name>``: decoder, MLP and appearance weights as float16 arrays (``network_precision``; "int8": int8
+  values and a float32 scale per tensor, ``core/precision.py``; training rounds them after its last step; a tensor float16 does not hold exactly is stored as float32, so the file always
   decodes to the model that wrote it), the appearance embedding reduced to its mean, all that novel views use;
 - ``cameras``: the training cameras (poses and intrinsics) so that the viewer can show them without the dataset.
 
