@@ -93,7 +93,12 @@ def disable_lpips_if_offline() -> None:
 def profile_summary(prof: Any, steps: int, wall_seconds: float) -> dict:
     """Per step: the wall time, the GPU's own kernel time and the kernel count of a profiled stretch. Kernel rows
     only: an operator's row repeats the time of the kernels it launched."""
-    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    # ``record_function`` ranges (step_time.py's "region:" labels) also get CUDA rows spanning their kernels: not
+    # kernels, left out.
+    kernels = [
+        e for e in prof.key_averages()
+        if e.device_type == torch.autograd.DeviceType.CUDA and not e.key.startswith(("region:", "ProfilerStep"))
+    ]  # fmt: skip
     return {"steps": steps, "wall_ms_per_step": round(1000 * wall_seconds / steps, 2),
             "gpu_busy_ms_per_step": round(sum(e.self_device_time_total for e in kernels) / steps / 1000, 2),
             "gpu_kernels_per_step": sum(e.count for e in kernels) // steps}  # fmt: skip
@@ -216,7 +221,9 @@ def run(out: str, name: str, argv: list) -> None:
 def main() -> None:
     verbs = [*ENTRYPOINTS, "run"]
     if len(sys.argv) < 2 or sys.argv[1] not in verbs or (sys.argv[1] == "run" and len(sys.argv) < 5):
-        sys.exit(f"usage: {sys.argv[0]} {'|'.join(ENTRYPOINTS)} [nerfstudio arguments] | run OUT NAME [ns-train arguments]")
+        sys.exit(
+            f"usage: {sys.argv[0]} {'|'.join(ENTRYPOINTS)} [nerfstudio arguments] | run OUT NAME [ns-train arguments]"
+        )
     command = sys.argv.pop(1)
     sys.argv[0] = f"ns-{command}"
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")

@@ -7,7 +7,9 @@ synchronised; the figure is the median of per-step times. A run is ``method:back
 ``compile`` (``--pipeline.model.compile``: nerfacto's per-step functions through ``torch.compile``; the first step,
 which compiles, is reported as ``first_step_s``) and ``fused`` (Adam's fused kernel: one launch per parameter group,
 and the gradient scaler's inf check without a host sync; shacira's configs use it already) and ``per_level``
-(``--pipeline.model.entropy-model per_level``).
+(``--pipeline.model.entropy-model per_level``) and ``points_grad`` (the main field computes the grid's gradient with
+respect to its points every step, as before ``ShaciraNerfactoField.forward`` skipped it). ``--rounds R`` builds every
+run first and times them in R alternating blocks (the figures of one process drift more than the differences).
 nerfacto runs nerfstudio's torch grid with the benchmarks' ``index_select`` gather (``ns_bench.py``; the stock gather
 takes about a second a step with these flags, and is timed too when STOCK_STEPS > 0). Writes one JSON line per
 (method, backend) with one ``run_id`` for the whole process.
@@ -18,7 +20,9 @@ takes about a second a step with these flags, and is timed too when STOCK_STEPS 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import functools
 import json
 import os
 import platform
@@ -56,6 +60,10 @@ def build(method: str, data: Path, backend: str, rays: int, options: tuple = ())
     m.use_average_appearance_embedding, m.distortion_loss_mult = False, 0.0
     pipeline = pipe_cfg.setup(device="cuda", test_mode="val")
     pipeline.train()
+    if "points_grad" in options:  # nerfstudio's own field forward: the grid's gradient into its points every step
+        from nerfstudio.fields.nerfacto_field import NerfactoField
+
+        pipeline.model.field.forward = functools.partial(NerfactoField.forward, pipeline.model.field)
     optimizers = Optimizers(cfg.optimizers, pipeline.get_param_groups())
     if "fused" in options:
         for name, opt in optimizers.optimizers.items():
@@ -75,13 +83,79 @@ def step(pipeline, optimizers, i: int, max_steps: int = 30000) -> None:
     with torch.autocast("cuda", enabled=True):
         _, loss_dict, _ = pipeline.get_train_loss_dict(i)
         loss = sum(loss_dict.values())
-    scaler.scale(loss).backward()
-    optimizers.optimizer_scaler_step_all(scaler)
-    scaler.update()
+    with torch.profiler.record_function("region:backward"):
+        scaler.scale(loss).backward()
+    with torch.profiler.record_function("region:optimizer"):
+        optimizers.optimizer_scaler_step_all(scaler)
+        scaler.update()
 
 
-def timed(pipeline, optimizers, warmup: int, steps: int) -> tuple:
-    """(median seconds per step, seconds of the first step)."""
+REGIONS = {
+    "data": ("datamanager", "next_train"),
+    "forward": ("model", "get_outputs"),
+    "proposal_sampler": ("model.proposal_sampler", "generate_ray_samples"),
+    "field": ("model.field", "forward"),
+    "renderers": ("model.renderer_rgb", "forward"),
+    "metrics_and_rate": ("model", "get_metrics_dict"),
+    "losses": ("model", "get_loss_dict"),
+}
+"""Host-side regions of a step for ``--profile``: label -> (attribute path from the pipeline, method)."""
+
+
+@contextlib.contextmanager
+def labelled_regions(pipeline):
+    """Wrap each of ``REGIONS``' methods and every grid's forward (ours and nerfstudio's ``HashEncoding``) in a
+    ``record_function`` range, so that the profile says how much host time each part of the step takes."""
+    from nerfstudio.field_components.encodings import HashEncoding
+
+    patched = []
+
+    def wrap(owner, name: str, label: str) -> None:
+        inner = getattr(owner, name)
+
+        def labelled(*args, **kwargs):
+            with torch.profiler.record_function(f"region:{label}"):
+                return inner(*args, **kwargs)
+
+        patched.append((owner, name, owner.__dict__.get(name)))
+        setattr(owner, name, labelled)
+
+    for label, (path, name) in REGIONS.items():
+        owner = pipeline
+        for part in path.split("."):
+            owner = getattr(owner, part, None)
+        if owner is not None and hasattr(owner, name):
+            wrap(owner, name, label)
+    for module in pipeline.model.modules():
+        if type(module).__name__ == "ShaciraGrid":
+            wrap(module, "forward", "grid_lookup")
+            wrap(module, "rate_bits", "grid_rate")
+            wrap(module, "lookup_latents", "grid_quantize")
+        elif isinstance(module, HashEncoding):
+            wrap(module, "forward", "grid_lookup")
+    try:
+        yield
+    finally:
+        for owner, name, original in reversed(patched):
+            if original is None:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
+
+
+def region_summary(prof, steps: int) -> dict:
+    """Host (CPU total) milliseconds per step and calls per step of each labelled region."""
+    # The profiler also records each range on the GPU's timeline (a CUDA row of the same name): host rows only.
+    cpu = torch.autograd.DeviceType.CPU
+    rows = {e.key: e for e in prof.key_averages() if e.key.startswith("region:") and e.device_type == cpu}
+    return {
+        key[len("region:") :]: {"host_ms": round(e.cpu_time_total / steps / 1000, 2), "calls": e.count // steps}
+        for key, e in sorted(rows.items(), key=lambda kv: -kv[1].cpu_time_total)
+    }
+
+
+def warm(pipeline, optimizers, warmup: int) -> float:
+    """Run ``warmup`` steps; return the seconds of the first (where compilation, if any, happens)."""
     t = time.perf_counter()
     step(pipeline, optimizers, 0)
     torch.cuda.synchronize()
@@ -89,13 +163,41 @@ def timed(pipeline, optimizers, warmup: int, steps: int) -> tuple:
     for i in range(1, warmup):
         step(pipeline, optimizers, i)
     torch.cuda.synchronize()
+    return first
+
+
+def step_times(pipeline, optimizers, start: int, count: int) -> list:
+    """Seconds of each of ``count`` synchronised steps, numbered from ``start``."""
     times = []
-    for i in range(warmup, warmup + steps):
+    for i in range(start, start + count):
         t = time.perf_counter()
         step(pipeline, optimizers, i)
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
-    return statistics.median(times), first
+    return times
+
+
+def timed(pipeline, optimizers, warmup: int, steps: int) -> tuple:
+    """(median seconds per step, seconds of the first step)."""
+    first = warm(pipeline, optimizers, warmup)
+    return statistics.median(step_times(pipeline, optimizers, warmup, steps)), first
+
+
+def interleaved(built: dict, warmup: int, steps: int, rounds: int) -> dict:
+    """spec -> (median seconds per step, first step): every pipeline built first, then ``rounds`` rounds of
+    ``steps // rounds`` steps each, one pipeline after the other.
+
+    Why: on the device machine one process's figures drift by up to 25% between consecutive runs of the same code
+    (2026-12-02: 42.8 then 53.5 ms), more than the differences being measured; alternating short blocks spreads the
+    drift evenly over the pipelines compared, so their ratio holds.
+    """
+    firsts = {spec: warm(p, o, warmup) for spec, (p, o) in built.items()}
+    times: dict = {spec: [] for spec in built}
+    block = max(steps // rounds, 1)
+    for r in range(rounds):
+        for spec, (p, o) in built.items():
+            times[spec] += step_times(p, o, warmup + r * block, block)
+    return {spec: (statistics.median(times[spec]), firsts[spec]) for spec in built}
 
 
 def main() -> None:
@@ -106,10 +208,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="> 1: build every run first, then time them in this many alternating blocks (see interleaved)",
+    )
     parser.add_argument("--rays", type=int, default=4096)
     parser.add_argument("--stock-steps", type=int, default=int(os.environ.get("STOCK_STEPS", "0")))
     parser.add_argument("--profile", action="store_true", help="print the top kernels of --profile-run")
     parser.add_argument("--profile-run", default="shacira:triton", help="the runs --profile profiles (comma-separated)")
+    parser.add_argument(
+        "--sync-sources",
+        action="store_true",
+        help="after timing each run, one step under torch's sync debug mode: where the host waits",
+    )
     parser.add_argument("--runs", nargs="*", default=["nerfacto:torch", "shacira:torch", "shacira:triton"])
     args = parser.parse_args()
 
@@ -142,18 +255,24 @@ def main() -> None:
         del pipeline, optimizers
         torch.cuda.empty_cache()
     ns_bench.use_index_select_gather()
+    specs = {}
     for spec in args.runs:
         method, backend, *rest = spec.split(":")
-        options = tuple(rest[0].split("+")) if rest else ()
-        pipeline, optimizers = build(method, args.data, backend, args.rays, options)
+        specs[spec] = (method, backend, tuple(rest[0].split("+")) if rest else ())
+    results = {}
+    if args.rounds > 1:  # build them all, then time them in alternating blocks
+        built = {spec: build(m, args.data, b, args.rays, o) for spec, (m, b, o) in specs.items()}
+        results = interleaved(built, args.warmup, args.steps, args.rounds)
+    for spec, (method, backend, options) in specs.items():
+        pipeline, optimizers = built[spec] if args.rounds > 1 else build(method, args.data, backend, args.rays, options)
+        seconds, first = results[spec] if spec in results else timed(pipeline, optimizers, args.warmup, args.steps)
         extra = {"gather": "index_select"} if method == "nerfacto" else {}
-        seconds, first = timed(pipeline, optimizers, args.warmup, args.steps)
         record(method, backend, seconds, args.steps, options=list(options), grad_scaler=True,
-               first_step_s=round(first, 2), **extra)  # fmt: skip
+               first_step_s=round(first, 2), rounds=args.rounds, **extra)  # fmt: skip
         if args.profile and spec in args.profile_run.split(","):
             from torch.profiler import ProfilerActivity, profile
 
-            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            with labelled_regions(pipeline), profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
                 for i in range(5):
                     step(pipeline, optimizers, 1000 + i)
                 torch.cuda.synchronize()
@@ -163,9 +282,46 @@ def main() -> None:
             # (Kernel rows only; the first version of this sum also counted operator rows, 27.9 ms a step where
             # the profiler's own total said 13.7.)
             summary = ns_bench.profile_summary(prof, 5, 5 * seconds)
-            print(json.dumps({"profile_run": spec, **summary}), flush=True)
+            print(json.dumps({"profile_run": spec, **summary, "regions": region_summary(prof, 5)}), flush=True)
+        if args.sync_sources:
+            print(json.dumps({"sync_sources": spec, **sync_sources(pipeline, optimizers, 2000)}), flush=True)
+        if args.rounds > 1:
+            built[spec] = None
         del pipeline, optimizers
         torch.cuda.empty_cache()
+
+
+def sync_sources(pipeline, optimizers, i: int) -> dict:
+    """The host synchronisations of one step, counted by the innermost call site outside torch (file:line).
+
+    Why: a step bound by the host loses the GPU's lead at every sync (``.item()``, boolean masks, ``nonzero``), and
+    the profiler counts them (``cudaStreamSynchronize``) without saying where they come from. torch's sync debug
+    mode warns at each one; the warning's stack names the caller.
+    """
+    import traceback
+    import warnings
+    from collections import Counter
+
+    sites: Counter = Counter()
+
+    def note(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        frames = [
+            f for f in traceback.extract_stack()[:-1] if "/torch/" not in f.filename and "warnings" not in f.filename
+        ]
+        site = frames[-1] if frames else None
+        sites[f"{site.filename.split('site-packages/')[-1]}:{site.lineno} {site.name}" if site else str(filename)] += 1
+
+    torch.cuda.synchronize()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = note
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step(pipeline, optimizers, i)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    return {"syncs_per_step": sum(sites.values()), "sites": dict(sites.most_common())}
 
 
 if __name__ == "__main__":
