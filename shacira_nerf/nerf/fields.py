@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Optional, Tuple, Union
 
 import torch
+from nerfstudio.cameras.rays import RaySamples
 from nerfstudio.field_components.mlp import MLP
 from nerfstudio.field_components.spatial_distortions import SpatialDistortion
 from nerfstudio.fields.density_fields import HashMLPDensityField
@@ -83,12 +84,44 @@ class ShaciraNerfactoField(NerfactoField):
             implementation="torch",
         )
         # NerfactoField.get_density calls self.mlp_base(positions in [0, 1]^3).
-        self.mlp_base = nn.Sequential(grid, head)
+        self.mlp_base = GridThenHead(grid, head)
 
     @property
     def grid(self) -> ShaciraGrid:
         """The field's SHACIRA grid (registered once, as ``mlp_base.0``, so checkpoints hold it once)."""
         return self.mlp_base[0]
+
+    def forward(self, ray_samples: RaySamples, compute_normals: bool = False):  # noqa: ANN201 - nerfstudio's
+        """nerfacto's forward; the grid differentiates with respect to its points only when someone needs it.
+
+        ``NerfactoField.get_density`` marks its sample positions as requiring a gradient, for normals. Without
+        normals and without a gradient already flowing into the samples (the camera optimizer's), that gradient
+        goes to a temporary nobody reads, yet the lookup's backward computes it (on the Triton path through the
+        torch reference: a second interpolation of every sample, each step). Every parameter's gradient is the same
+        either way.
+        """
+        frustums = ray_samples.frustums
+        upstream = any(
+            t is not None and t.requires_grad
+            for t in (frustums.origins, frustums.directions, frustums.starts, frustums.ends)
+        )
+        self.mlp_base.points_need_grad = compute_normals or upstream
+        try:
+            return super().forward(ray_samples, compute_normals=compute_normals)
+        finally:
+            self.mlp_base.points_need_grad = True
+
+
+class GridThenHead(nn.Sequential):
+    """A field's ``mlp_base``: its SHACIRA grid (``[0]``), then the MLP head (``[1]``), as ``nn.Sequential`` (same
+    parameter names); the grid sees its points detached while ``points_need_grad`` is False."""
+
+    points_need_grad: bool = True
+    """Whether the gradient with respect to the points is computed (True unless the owning field says otherwise
+    for one forward pass)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self[1](self[0](x if self.points_need_grad else x.detach()))
 
 
 class ShaciraDensityField(HashMLPDensityField):
