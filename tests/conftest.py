@@ -29,7 +29,7 @@ if _INTERPRET_SET_HERE:
 REPO = Path(__file__).resolve().parents[1]
 SCENE = REPO / "data" / "shacira-toy"
 RATE_TEST_ITERATIONS = 80
-RATE_TEST_LAMBDA = 0.01
+RATE_TEST_LAMBDA = 0.05
 
 
 def offline_env(torch_home: Path) -> Dict[str, str]:

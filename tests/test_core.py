@@ -121,7 +121,7 @@ def test_sga_temperature_schedule_then_straight_through_and_eval_rounding() -> N
     assert torch.equal(x.grad, torch.ones_like(x))
     early = _sga(0).eval()
     assert not early.sampling and torch.equal(early(x.detach()), torch.round(x.detach()))
-    assert AnnealedQuantizer().mode == "soft_round"  # the default (and the NeRF method's) stays deterministic
+    assert AnnealedQuantizer().mode == "soft_round"  # core's default is deterministic; the methods choose their own
     with pytest.raises(ValueError):
         AnnealedQuantizer(mode="noise")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
