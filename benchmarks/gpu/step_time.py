@@ -4,12 +4,16 @@ Protocol (issue 13): lego with nerfstudio's Blender flags, 4096 rays per batch, 
 (method, backend) builds its pipeline from its method config, runs WARMUP steps, then STEPS timed optimizer steps
 (forward, backward, Adam; mixed precision and nerfstudio's gradient scaler, as in ns-train's ``train_iteration``),
 synchronised; the figure is the median of per-step times. A run is ``method:backend[:option+option]``; options:
-``compile`` (``--pipeline.model.compile``: nerfacto's per-step functions through ``torch.compile``; the first step,
-which compiles, is reported as ``first_step_s``) and ``fused`` (Adam's fused kernel: one launch per parameter group,
-and the gradient scaler's inf check without a host sync; shacira's configs use it already) and ``per_level``
-(``--pipeline.model.entropy-model per_level``) and ``points_grad`` (the main field computes the grid's gradient with
-respect to its points every step, as before ``ShaciraNerfactoField.forward`` skipped it). ``--rounds R`` builds every
-run first and times them in R alternating blocks (the figures of one process drift more than the differences).
+- ``compile``: ``--pipeline.model.compile`` (nerfacto's per-step functions through ``torch.compile``; the first
+  step, which compiles, is reported as ``first_step_s``);
+- ``fused``: Adam's fused kernel (one launch per parameter group, the gradient scaler's inf check without a host
+  sync; shacira's configs use it already);
+- ``per_level``: ``--pipeline.model.entropy-model per_level``;
+- ``soft_round``: the appendix's quantizer and anneal fraction 0.95 instead of the default SGA and 0.7;
+- ``points_grad``: the main field computes the grid's gradient with respect to its points every step, as before
+  ``ShaciraNerfactoField.forward`` skipped it.
+``--rounds R`` builds every run first and times them in R alternating blocks (one process's figures drift by more
+than the differences measured).
 nerfacto runs nerfstudio's torch grid with the benchmarks' ``index_select`` gather (``ns_bench.py``; the stock gather
 takes about a second a step with these flags, and is timed too when STOCK_STEPS > 0). Writes one JSON line per
 (method, backend) with one ``run_id`` for the whole process.
@@ -53,6 +57,8 @@ def build(method: str, data: Path, backend: str, rays: int, options: tuple = ())
     if method == "shacira":
         m.compile = "compile" in options
         m.entropy_model = "per_level" if "per_level" in options else m.entropy_model
+        if "soft_round" in options:  # the appendix's quantizer (the default before SGA)
+            m.quantizer, m.anneal_fraction = "soft_round", 0.95
     # nerfstudio's Blender flags (its benchmark script): white background, uniform initial sampler, no contraction.
     m.background_color, m.proposal_initial_sampler = "white", "uniform"
     m.near_plane, m.far_plane, m.disable_scene_contraction = 2.0, 6.0, True
