@@ -6,7 +6,7 @@
 ``collect`` appends one object per run (only runs whose command contains S, if given) to
 ``results/rd_<scene>[_<tag>].jsonl`` (a tag keeps runs of another protocol apart, e.g. ``blender``) with exactly the keys of the benchmark
 (scene, method, lambda, iterations, psnr, ssim, lpips, size_bytes, size_bytes_fp32, seconds_per_iter,
-train_seconds, date, machine, command, seed, lr); ``plot`` draws PSNR against MB (log x) into ``results/rd_<scene>.png`` and
+train_seconds, date, machine, command, seed, lr, and for shacira quantizer); ``plot`` draws PSNR against MB (log x) into ``results/rd_<scene>.png`` and
 prints a markdown table.
 """
 
@@ -67,7 +67,16 @@ def results_file(scene: str, tag: str, suffix: str) -> Path:
     return RESULTS / f"rd_{scene}{'_' + tag if tag else ''}.{suffix}"
 
 
-def collect(runs: Path, scene: str, machine: str, date: str, tag: str = "", match: str = "") -> Path:
+def _quantizer(command: str, default: str) -> str:
+    """The run's rounding stand-in: the command's ``--pipeline.model.quantizer``, else the default of the code that
+    ran (``soft_round`` before 2026-12-02's session 8, ``sga`` since)."""
+    m = re.search(r"--pipeline\.model\.quantizer\s+(\S+)", command)
+    return m.group(1) if m else default
+
+
+def collect(
+    runs: Path, scene: str, machine: str, date: str, tag: str = "", match: str = "", quantizer: str = "sga"
+) -> Path:
     rows = []
     for line in runs.read_text().splitlines():
         r = json.loads(line)
@@ -84,12 +93,14 @@ def collect(runs: Path, scene: str, machine: str, date: str, tag: str = "", matc
             "date": date, "machine": machine, "command": r["command"],
             "seed": _seed(r["command"]), "lr": _networks_lr(r["method"], r["command"]),
         }  # fmt: skip
+        if r["method"] == "shacira":
+            row["quantizer"] = _quantizer(r["command"], quantizer)
         rows.append(row)
     out = results_file(scene, tag, "jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as f:
         for row in rows:
-            f.write(json.dumps({k: row[k] for k in KEYS}) + "\n")
+            f.write(json.dumps({k: row[k] for k in KEYS + ["quantizer"] if k in row}) + "\n")
     return out
 
 
@@ -105,7 +116,9 @@ def plot(scene: str, tag: str = "") -> None:
     # sensitive to it.
     series = {}
     for r in rows:
-        method = "shacira" if r["method"] == "shacira" else f"nerfacto, lr {_nerfacto_lr(r['command']):g}"
+        # Rows written before the quantizer was recorded all ran soft rounding (then the only NeRF default).
+        quantizer = r.get("quantizer", _quantizer(r["command"], "soft_round"))
+        method = f"shacira {quantizer}" if r["method"] == "shacira" else f"nerfacto, lr {_nerfacto_lr(r['command']):g}"
         series.setdefault(f"{method}, {r['iterations']} its", []).append(r)
     for key, members in sorted(series.items()):
         pts = sorted((r["size_bytes"] / 1e6, r["psnr"], r["size_bytes"], r) for r in members)
@@ -154,12 +167,13 @@ def main() -> None:
     c.add_argument("--date", required=True)
     c.add_argument("--tag", default="", help="results file suffix: rd_<scene>_<tag>.jsonl")
     c.add_argument("--match", default="", help="only runs whose command contains this text")
+    c.add_argument("--quantizer", default="sga", help="the quantizer of runs whose command does not name one")
     p = sub.add_parser("plot")
     p.add_argument("--scene", required=True)
     p.add_argument("--tag", default="")
     args = parser.parse_args()
     if args.cmd == "collect":
-        print(collect(args.runs, args.scene, args.machine, args.date, args.tag, args.match))
+        print(collect(args.runs, args.scene, args.machine, args.date, args.tag, args.match, args.quantizer))
     else:
         plot(args.scene, args.tag)
 
