@@ -234,6 +234,23 @@ def test_compress_reports_file_bpp_and_psnr(compressed: tuple) -> None:
     assert not list(folder.glob(".*.tmp"))
 
 
+def test_compress_with_int8_networks_writes_a_smaller_file_it_measured(compressed: tuple) -> None:
+    """`--network-precision int8`: the same fit (same seed, so the same latents), its networks stored as int8 with a
+    scale, in a smaller file; the printed PSNR is the decoded file's."""
+    from shacira_nerf.codec import decode_container
+
+    folder, image, shac16, result16 = compressed
+    shac8 = folder / "int8.shac"
+    result8 = Compress(folder / "in.png", shac8, steps=80, log2_entries=13, progress=False,
+                       network_precision="int8").main()  # fmt: skip
+    _, sections = decode_container(shac8.read_bytes())
+    int8 = [name for name, payload in sections.items() if name.startswith("network/") and payload[0] == 4]
+    assert int8, "no network tensor stored as int8"
+    assert result8.file_bytes == os.path.getsize(shac8) < result16.file_bytes
+    assert result8.psnr == psnr(to_uint8(read_image_file(shac8).render()), image)
+    assert abs(result8.psnr - result16.psnr) < 1.0, (result8.psnr, result16.psnr)  # 8-bit weights, the same fit
+
+
 def test_decompress_matches_the_models_rendering(compressed: tuple) -> None:
     folder, _, shac, _ = compressed
     Decompress(shac, folder / "out.png").main()
@@ -459,15 +476,20 @@ def test_padded_members_train_like_unpadded_ones(quantizer: str) -> None:
         assert decode_image_file(encode_image_file(field)).mlp[0].out_features == config.hidden_dim
 
 
-def test_compress_quantizer_flag_selects_the_training_quantizer() -> None:
-    """`shacira image compress --quantizer soft_round` reaches the field config; other names are refused."""
+@pytest.mark.parametrize(
+    "flag,value,key,bad", [("--quantizer", "soft_round", "quantizer", "gumbel"),
+                           ("--network-precision", "int8", "network_precision", "int4")],
+)  # fmt: skip
+def test_compress_flags_reach_the_field_config(flag: str, value: str, key: str, bad: str) -> None:
+    """`shacira image compress --quantizer soft_round` / `--network-precision int8` reach the field config (the
+    defaults are the config's); other names are refused."""
     import tyro
 
-    parsed = tyro.cli(Compress, args=["in.png", "out.shac", "--quantizer", "soft_round"])
-    assert parsed.config().quantizer == "soft_round"
-    assert tyro.cli(Compress, args=["in.png", "out.shac"]).config().quantizer == ImageFieldConfig().quantizer
+    parsed = tyro.cli(Compress, args=["in.png", "out.shac", flag, value])
+    assert getattr(parsed.config(), key) == value
+    assert getattr(tyro.cli(Compress, args=["in.png", "out.shac"]).config(), key) == getattr(ImageFieldConfig(), key)
     with pytest.raises(SystemExit) as excinfo:
-        tyro.cli(Compress, args=["in.png", "out.shac", "--quantizer", "gumbel"])
+        tyro.cli(Compress, args=["in.png", "out.shac", flag, bad])
     assert excinfo.value.code != 0
 
 

@@ -110,6 +110,10 @@ class Compress:
     quantizer: QuantizerMode = ImageFieldConfig.quantizer
     """Rounding stand-in while training: sga (stochastic Gumbel annealing, the authors' Kodak setting) or soft_round
     (deterministic Agustsson & Theis soft rounding; worse against JPEG in our kodim23 runs)."""
+    network_precision: Literal["float16", "float32", "int8"] = ImageFieldConfig.network_precision
+    """How the file stores the latent decoder and the MLP: float16 (the default), int8 (int8 values and a float32
+    scale per tensor: half of float16's bytes, which matters at low bpp where the networks are a large share of a
+    small file) or float32 (as trained). The fit rounds them after its last step, so the printed PSNR is the file's."""
     seed: int = 0
     """Random seed (the result is deterministic for a seed on CPU)."""
     device: str = "auto"
@@ -137,6 +141,7 @@ class Compress:
             lr_latents=lr_latents,
             lr_entropy=lr_entropy,
             quantizer=self.quantizer,
+            network_precision=self.network_precision,
         )
 
     def main(self) -> CompressResult:
