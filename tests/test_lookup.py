@@ -220,6 +220,53 @@ def test_one_quantization_per_step_feeds_every_lookup_and_the_rate() -> None:
         assert torch.equal(grid.lookup_latents(), torch.round(grid.latents.values))
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.3, 0.1])
+def test_sga_kernel_matches_the_reference_on_its_own_uniforms(temperature: float) -> None:
+    """``triton_sga``: the relaxed sample and its gradient equal ``sga_round`` given the kernel's uniforms (which are
+    in (0, 1), and the same for the same seed)."""
+    from shacira_nerf.core.quantizer import sga_round
+    from shacira_nerf.core.triton_sga import fused_sga_round, uniforms
+
+    g = torch.Generator().manual_seed(5)
+    x = (torch.randn(2500, 2, generator=g) * 3).to(DEVICE).requires_grad_(True)
+    weights = torch.randn(2500, 2, generator=g).to(DEVICE)
+    fast = fused_sga_round(x, temperature, 1234)
+    (grad_fast,) = torch.autograd.grad((fast * weights).sum(), x)
+    u = uniforms(x.numel(), 1234, x.device).view_as(x)
+    assert 0 < u.min() and u.max() < 1 and u.std() > 0.25  # uniform on (0, 1): std 0.289
+    ref = sga_round(x, temperature, u)
+    (grad_ref,) = torch.autograd.grad((ref * weights).sum(), x)
+    torch.testing.assert_close(fast, ref, rtol=0, atol=2e-5)
+    torch.testing.assert_close(grad_fast, grad_ref, rtol=1e-4, atol=1e-4 / temperature)
+    assert torch.equal(fused_sga_round(x, temperature, 1234), fast)  # the seed fixes the sample
+    assert not torch.equal(fused_sga_round(x, temperature, 1235), fast)
+
+
+def test_a_grid_with_the_sga_kernel_quantizes_through_it_while_annealing() -> None:
+    """``sga_kernel``: on the Triton lookup the grid's SGA sample comes from the kernel (floor(x) < q < floor(x) + 1,
+    seeded from torch's CPU generator: the same global seed, the same table); straight-through after annealing."""
+    geometry = GridGeometry(3, 3, 4, 16, 8)
+    backend = "triton" if "triton" in FAST else "torch"
+    quantizer = AnnealedQuantizer(mode="sga", anneal_fraction=0.5).train()
+    grid = ShaciraGrid(geometry, 2, 4, quantizer=quantizer, implementation=backend, device=DEVICE, sga_kernel=True)
+    grid = grid.to(DEVICE).train()
+    with torch.no_grad():
+        grid.latents.values.copy_(torch.randn_like(grid.latents.values) * 2)
+    assert grid.sga_kernel == (backend == "triton")
+    quantizer.set_progress(10, 100)
+    torch.manual_seed(3)
+    first = grid.quantized_latents()
+    torch.manual_seed(3)
+    assert torch.equal(grid.quantized_latents(), first)
+    x = grid.latents.values.detach()
+    assert ((first >= torch.floor(x)) & (first <= torch.floor(x) + 1)).all()
+    first.sum().backward()
+    grad = grid.latents.values.grad  # sigmoid' > 0, except where float32 saturates the sigmoid to exactly 0 or 1
+    assert grad is not None and (grad >= 0).all() and (grad > 0).float().mean() > 0.9
+    quantizer.set_progress(60, 100)  # past annealing: straight-through rounding, no kernel
+    assert torch.equal(grid.quantized_latents(), torch.round(x))
+
+
 def test_backend_names_resolve_once_with_one_line_errors() -> None:
     geometry = GEOMETRIES[0]
     assert resolve_backend_name("auto", "cpu") == "torch"  # Triton's interpreter is never chosen automatically

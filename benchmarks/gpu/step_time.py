@@ -10,6 +10,7 @@ synchronised; the figure is the median of per-step times. A run is ``method:back
   sync; shacira's configs use it already);
 - ``per_level``: ``--pipeline.model.entropy-model per_level``;
 - ``soft_round``: the appendix's quantizer and anneal fraction 0.95 instead of the default SGA and 0.7;
+- ``sga_kernel``: ``--pipeline.model.sga-kernel True`` (SGA as one Triton kernel, ``core/triton_sga.py``);
 - ``points_grad``: the main field computes the grid's gradient with respect to its points every step, as before
   ``ShaciraNerfactoField.forward`` skipped it.
 ``--rounds R`` builds every run first and times them in R alternating blocks (one process's figures drift by more
@@ -57,6 +58,7 @@ def build(method: str, data: Path, backend: str, rays: int, options: tuple = ())
     if method == "shacira":
         m.compile = "compile" in options
         m.entropy_model = "per_level" if "per_level" in options else m.entropy_model
+        m.sga_kernel = "sga_kernel" in options
         if "soft_round" in options:  # the appendix's quantizer (the default before SGA)
             m.quantizer, m.anneal_fraction = "soft_round", 0.95
     # nerfstudio's Blender flags (its benchmark script): white background, uniform initial sampler, no contraction.

@@ -53,6 +53,9 @@ class ShaciraGrid(nn.Module):
         implementation: the lookup backend (``lookup.LOOKUP_CHOICES``): "auto" (the fastest tested one for
             ``device``), "torch", "triton" or "tcnn"; resolved here, once, and a one-line error if it cannot run.
         device: where the grid will run (the backend is chosen for it); the module itself is built on the CPU.
+        sga_kernel: with an SGA quantizer and the Triton lookup, quantize with one Triton kernel that draws its own
+            noise (``triton_sga``) instead of torch's ~27 elementwise kernels; ignored on other backends. Off by
+            default: tested against the torch reference in Triton's CPU interpreter, not yet on a GPU.
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class ShaciraGrid(nn.Module):
         implementation: str = "auto",
         device: Union[str, torch.device] = "cpu",
         entropy_model: str = "factorized",
+        sga_kernel: bool = False,
     ) -> None:
         super().__init__()
         self.geometry = geometry
@@ -76,6 +80,7 @@ class ShaciraGrid(nn.Module):
         self._table_cache: Optional[Tuple[tuple, Tensor]] = None
         # The rate runs as one Triton kernel with the Triton lookup, for the entropy model it is written for.
         self.fused_rate = self.lookup.fused_rate and self.entropy_model.filters == FUSED_FILTERS
+        self.sga_kernel = bool(sga_kernel) and self.lookup.name == "triton"
 
     @property
     def implementation(self) -> str:
@@ -101,7 +106,7 @@ class ShaciraGrid(nn.Module):
 
         ``noise`` or ``generator``: the randomness of a stochastic (SGA) quantizer, see ``AnnealedQuantizer``.
         """
-        return self.quantizer(self.latents.values, noise=noise, generator=generator)
+        return self.quantizer(self.latents.values, noise=noise, generator=generator, kernel=self.sga_kernel)
 
     @torch.no_grad()
     def integer_latents(self) -> Tensor:

@@ -172,7 +172,13 @@ class AnnealedQuantizer(nn.Module):
         (the authors' schedule: T = 1.0 x 0.1 ** (epoch / (epochs x decay_period)), held at 0.1 after it)."""
         return self._annealed(self.temperature_start, self.temperature_end)
 
-    def forward(self, x: Tensor, noise: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        noise: Optional[Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+        kernel: bool = False,
+    ) -> Tensor:
         """Quantize ``x``: rounded in eval mode, annealed stand-in while annealing, straight-through after.
 
         Args:
@@ -180,6 +186,9 @@ class AnnealedQuantizer(nn.Module):
             noise: SGA only: uniforms in [0, 1) of ``x``'s shape, one per latent (the caller's randomness).
             generator: SGA only, without ``noise``: the generator to draw the uniforms from (default: torch's
                 global RNG). Neither is used (nor drawn from) outside ``sampling``.
+            kernel: SGA only, without ``noise`` and ``generator``: one Triton kernel that draws its own uniforms
+                (``triton_sga``), seeded from torch's CPU generator (no device read-back); the same sample for the
+                same seed on any device, not torch's draws.
         """
         if not self.training:
             return torch.round(x)
@@ -187,6 +196,10 @@ class AnnealedQuantizer(nn.Module):
             return ste_round(x)
         if self.mode == "soft_round":
             return soft_round(x, self.alpha)
+        if kernel and noise is None and generator is None:
+            from shacira_nerf.core.triton_sga import fused_sga_round
+
+            return fused_sga_round(x, self.temperature, int(torch.randint(0, 2**31 - 1, (1,))))
         if noise is None:
             noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return sga_round(x, self.temperature, noise)

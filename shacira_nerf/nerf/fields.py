@@ -38,12 +38,13 @@ def make_grid(
     entropy_filters: Tuple[int, ...] = (3, 3, 3),
     device: Union[str, torch.device] = "cpu",
     entropy_model: str = "factorized",
+    sga_kernel: bool = False,
 ) -> ShaciraGrid:
     """A 3D SHACIRA grid with nerfacto's level parameters, its lookup backend chosen for ``device``."""
     geometry = GridGeometry(3, num_levels, base_res, max_res, log2_hashmap_size)
     return ShaciraGrid(
         geometry, latent_dim, feature_dim, quantizer=quantizer, entropy_filters=entropy_filters,
-        implementation=implementation, device=device, entropy_model=entropy_model,
+        implementation=implementation, device=device, entropy_model=entropy_model, sga_kernel=sga_kernel,
     )  # fmt: skip
 
 

@@ -74,6 +74,11 @@ class ShaciraModelConfig(NerfactoModelConfig):
     of its schedule (sharpness 32) passes almost no gradient to a latent sitting on an integer (the slope there is
     ~1e-13); SGA's noise keeps one. Measured on 25 lego validation views at 3000 steps (benchmarks/README.md): SGA
     +1.8 dB at λ 1e-2 (28.10 against 26.30 dB, 3% smaller file) and +1.9 dB at λ 0."""
+    sga_kernel: bool = False
+    """With SGA on the Triton lookup: quantize each grid with one Triton kernel that draws its own noise
+    (``core/triton_sga.py``) instead of ~27 torch kernels a step (SGA cost 2.8 ms of a 37 ms H200 step,
+    benchmarks/README.md). Off until it has passed its reference test on a GPU (it has on CPUs, in Triton's
+    interpreter); other backends ignore it."""
     sga_temperature_start: float = 1.0
     """SGA's temperature at the first step (``quantizer`` "sga")."""
     sga_temperature_end: float = 0.1
@@ -122,8 +127,12 @@ class ShaciraModelConfig(NerfactoModelConfig):
                 "must be >= soft_round_alpha_start",
                 self.soft_round_alpha_end,
             ),
-            (self.quantizer in QUANTIZER_MODES, "quantizer", f"must be one of {', '.join(QUANTIZER_MODES)}",
-             self.quantizer),
+            (
+                self.quantizer in QUANTIZER_MODES,
+                "quantizer",
+                f"must be one of {', '.join(QUANTIZER_MODES)}",
+                self.quantizer,
+            ),
             (self.sga_temperature_end > 0, "sga_temperature_end", "must be > 0", self.sga_temperature_end),
             (
                 self.sga_temperature_start >= self.sga_temperature_end,
@@ -182,6 +191,7 @@ class ShaciraModel(NerfactoModel):
                 return make_grid(
                     num_levels, base_res, max_res, log2_hashmap_size, cfg.latent_dim, cfg.feature_dim,
                     self.quantizer, cfg.implementation, tuple(cfg.entropy_filters), device, cfg.entropy_model,
+                    cfg.sga_kernel,
                 )  # fmt: skip
             except LookupBackendError as exc:
                 raise ShaciraConfigError(f"pipeline.model.implementation {cfg.implementation!r}: {exc}") from None
