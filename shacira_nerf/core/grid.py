@@ -80,7 +80,7 @@ class ShaciraGrid(nn.Module):
         self._table_cache: Optional[Tuple[tuple, Tensor]] = None
         # The rate runs as one Triton kernel with the Triton lookup, for the entropy model it is written for.
         self.fused_rate = self.lookup.fused_rate and self.entropy_model.filters == FUSED_FILTERS
-        self.sga_kernel = bool(sga_kernel) and self.lookup.name == "triton"
+        self.sga_kernel = bool(sga_kernel) and self.lookup.sga_kernel
 
     @property
     def implementation(self) -> str:

@@ -123,6 +123,8 @@ class GridLookup:
     name = "abstract"
     fused_rate = False
     """Whether grids on this backend also compute their rate with the fused Triton kernel."""
+    sga_kernel = False
+    """Whether grids on this backend may quantize with the SGA Triton kernel (``triton_sga``; opt-in per grid)."""
 
     def __init__(self, geometry: GridGeometry) -> None:
         self.geometry = geometry
@@ -150,6 +152,7 @@ class TritonLookup(GridLookup):
 
     name = "triton"
     fused_rate = True
+    sga_kernel = True
 
     def __init__(self, geometry: GridGeometry) -> None:
         super().__init__(geometry)
