@@ -11,6 +11,10 @@ synchronised; the figure is the median of per-step times. A run is ``method:back
 - ``per_level``: ``--pipeline.model.entropy-model per_level``;
 - ``soft_round``: the appendix's quantizer and anneal fraction 0.95 instead of the default SGA and 0.7;
 - ``sga_kernel``: ``--pipeline.model.sga-kernel True`` (SGA as one Triton kernel, ``core/triton_sga.py``);
+- ``graph``: ``--pipeline.model.cuda-graph True`` (each step's forward and backward replayed as CUDA graphs,
+  ``nerf/step_graph.py``; the first step, which captures, is reported as ``first_step_s``). The timed steps never
+  run nerfacto's step callbacks, so the proposal networks train every step (the sampler's step stays 0) for every
+  run: one graph;
 - ``points_grad``: the main field computes the grid's gradient with respect to its points every step, as before
   ``ShaciraNerfactoField.forward`` skipped it.
 ``--rounds R`` builds every run first and times them in R alternating blocks (one process's figures drift by more
@@ -59,6 +63,7 @@ def build(method: str, data: Path, backend: str, rays: int, options: tuple = ())
         m.compile = "compile" in options
         m.entropy_model = "per_level" if "per_level" in options else m.entropy_model
         m.sga_kernel = "sga_kernel" in options
+        m.cuda_graph = "graph" in options
         if "soft_round" in options:  # the appendix's quantizer (the default before SGA)
             m.quantizer, m.anneal_fraction = "soft_round", 0.95
     # nerfstudio's Blender flags (its benchmark script): white background, uniform initial sampler, no contraction.

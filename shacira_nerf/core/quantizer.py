@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -49,13 +49,18 @@ def ste_round(x: Tensor) -> Tensor:
     return x + (torch.round(x) - x).detach()
 
 
-def soft_round(x: Tensor, alpha: float) -> Tensor:
-    """Agustsson & Theis soft rounding with sharpness ``alpha`` (> 0): identity as alpha -> 0, round as alpha -> inf."""
-    if alpha <= 0:
+def soft_round(x: Tensor, alpha: Union[float, Tensor]) -> Tensor:
+    """Agustsson & Theis soft rounding with sharpness ``alpha`` (> 0): identity as alpha -> 0, round as alpha -> inf.
+
+    ``alpha`` may be a 0-d tensor on ``x``'s device (``AnnealedQuantizer.scalars_on_device``); it is not checked then
+    (a check would read it back to the host).
+    """
+    if not isinstance(alpha, Tensor) and alpha <= 0:
         raise ValueError(f"soft rounding sharpness must be > 0, got {alpha}")
     floor = torch.floor(x).detach()
     r = x - floor - 0.5
-    return floor + 0.5 + torch.tanh(alpha * r) / (2.0 * math.tanh(alpha / 2.0))
+    scale = torch.tanh(alpha / 2.0) if isinstance(alpha, Tensor) else math.tanh(alpha / 2.0)
+    return floor + 0.5 + torch.tanh(alpha * r) / (2.0 * scale)
 
 
 def logistic_noise(uniform: Tensor) -> Tensor:
@@ -65,13 +70,14 @@ def logistic_noise(uniform: Tensor) -> Tensor:
     return torch.log(u) - torch.log1p(-u)
 
 
-def sga_round(x: Tensor, temperature: float, uniform: Tensor) -> Tensor:
+def sga_round(x: Tensor, temperature: Union[float, Tensor], uniform: Tensor) -> Tensor:
     """Stochastic Gumbel annealing: a relaxed sample between floor(x) and floor(x) + 1 (see the module docstring).
 
     ``uniform`` (same shape as ``x``, values in [0, 1)) is the randomness, one number per latent, so that the caller
     decides where it comes from. As the temperature -> 0 the sample is floor or ceil, the nearer one more often.
+    ``temperature`` may be a 0-d tensor on ``x``'s device (not checked then, see ``soft_round``).
     """
-    if temperature <= 0:
+    if not isinstance(temperature, Tensor) and temperature <= 0:
         raise ValueError(f"SGA temperature must be > 0, got {temperature}")
     if uniform.shape != x.shape:
         raise ValueError(f"SGA noise has shape {tuple(uniform.shape)}, the latents {tuple(x.shape)}")
@@ -125,16 +131,27 @@ class AnnealedQuantizer(nn.Module):
         # the value twice per call; a sync per call stalls the kernel queue of every training step. None: read the
         # buffer once (after a checkpoint was loaded into it).
         self._progress_host: Optional[float] = 0.0
+        # The current sharpness (soft rounding) or temperature (SGA) as a 0-d buffer on the latents' device, filled
+        # by set_progress. Read instead of the Python value while ``scalars_on_device`` is set: a CUDA graph
+        # (nerf/step_graph.py) records a Python number as a constant, and replays whatever the buffer holds.
+        self.register_buffer("annealed_value", torch.tensor(self._annealed_value()), persistent=False)
+        self.scalars_on_device = False
 
     def set_progress(self, step: int, max_steps: int) -> None:
         """Move the schedule to ``step`` of ``max_steps`` (called by the training loop before each iteration)."""
         value = min(max(step / max(max_steps, 1), 0.0), 1.0)
         self.progress.fill_(value)
         self._progress_host = struct.unpack("f", struct.pack("f", value))[0]  # the buffer's float32 value
+        self.annealed_value.fill_(self._annealed_value())
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
         self._progress_host = None
+        self.annealed_value.fill_(self._annealed_value())
+
+    def _annealed_value(self) -> float:
+        """The schedule's number for this mode now: the SGA temperature or the soft-rounding sharpness."""
+        return self.temperature if self.mode == "sga" else self.alpha
 
     @property
     def progress_value(self) -> float:
@@ -188,21 +205,23 @@ class AnnealedQuantizer(nn.Module):
                 global RNG). Neither is used (nor drawn from) outside ``sampling``.
             kernel: SGA only, without ``noise`` and ``generator``: one Triton kernel that draws its own uniforms
                 (``triton_sga``), seeded from torch's CPU generator (no device read-back); the same sample for the
-                same seed on any device, not torch's draws.
+                same seed on any device, not torch's draws. Not while ``scalars_on_device`` is set: its seed is drawn on
+                the host, and a CUDA graph would replay one noise sample every step.
         """
         if not self.training:
             return torch.round(x)
         if not self.annealing:
             return ste_round(x)
+        on_device = self.scalars_on_device
         if self.mode == "soft_round":
-            return soft_round(x, self.alpha)
-        if kernel and noise is None and generator is None:
+            return soft_round(x, self.annealed_value if on_device else self.alpha)
+        if kernel and noise is None and generator is None and not on_device:
             from shacira_nerf.core.triton_sga import fused_sga_round
 
             return fused_sga_round(x, self.temperature, int(torch.randint(0, 2**31 - 1, (1,))))
         if noise is None:
             noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return sga_round(x, self.temperature, noise)
+        return sga_round(x, self.annealed_value if on_device else self.temperature, noise)
 
     def extra_repr(self) -> str:
         if self.mode == "sga":

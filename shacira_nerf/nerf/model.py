@@ -16,12 +16,12 @@ import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.field_components.spatial_distortions import SceneContraction
 from nerfstudio.model_components.losses import MSELoss
-from nerfstudio.model_components.ray_samplers import ProposalNetworkSampler, UniformSampler
-from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer, NormalsRenderer, RGBRenderer
+from nerfstudio.model_components.renderers import AccumulationRenderer, DepthRenderer, NormalsRenderer
 from nerfstudio.model_components.scene_colliders import NearFarCollider
 from nerfstudio.model_components.shaders import NormalsShader
 from nerfstudio.models.base_model import Model
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
+from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 from torch.nn import Parameter
 
@@ -31,6 +31,7 @@ from shacira_nerf.core.lookup import LOOKUP_CHOICES, LookupBackendError, availab
 from shacira_nerf.core.precision import NETWORK_PRECISIONS, round_to_precision_, stored_network_bytes
 from shacira_nerf.core.quantizer import QUANTIZER_MODES, AnnealedQuantizer
 from shacira_nerf.errors import UserError
+from shacira_nerf.nerf.capturable import BatchPSNR, ResidentProposalSampler, ResidentRGBRenderer, ResidentUniformSampler
 from shacira_nerf.nerf.compiled import compile_hot_paths
 from shacira_nerf.nerf.fields import ShaciraDensityField, ShaciraNerfactoField, make_grid
 from shacira_nerf.nerf.lpips import LazyLPIPS
@@ -78,7 +79,7 @@ class ShaciraModelConfig(NerfactoModelConfig):
     """With SGA on the Triton lookup: quantize each grid with one Triton kernel that draws its own noise
     (``core/triton_sga.py``) instead of ~27 torch kernels a step (SGA cost 2.8 ms of a 37 ms H200 step,
     benchmarks/README.md). Off until it has passed its reference test on a GPU (it has on CPUs, in Triton's
-    interpreter); other backends ignore it."""
+    interpreter); other backends ignore it, and so does ``cuda_graph``."""
     sga_temperature_start: float = 1.0
     """SGA's temperature at the first step (``quantizer`` "sga")."""
     sga_temperature_end: float = 0.1
@@ -108,6 +109,12 @@ class ShaciraModelConfig(NerfactoModelConfig):
     training (``compiled.py``): fused kernels, for GPUs where the step's GPU work is the bottleneck. Off by default:
     on an H200, where the host's launches bound the step, it measured slower (47.3 against 39.5 ms). The first step
     takes a minute or two to compile; evaluation and rendering run uncompiled."""
+    cuda_graph: bool = False
+    """Replay each training step's forward and backward pass as CUDA graphs (``step_graph.py``): one launch instead
+    of ~1100, for GPUs where the host's launches bound the step. Needs a CUDA device; not with ``compile`` or
+    several GPUs; ``sga_kernel`` is ignored (SGA's noise then comes from torch's CUDA generator). Each branch of the
+    step (proposal networks trained or not; annealing or not) is captured when first needed, a few seconds each.
+    Evaluation and rendering run eagerly."""
     size_update_every: int = 100
     """Steps between updates of the size estimate in the logs and the viewer panel."""
     implementation: str = "auto"  # type: ignore[assignment]  # a str, so that a bad value gets our one-line error
@@ -160,6 +167,7 @@ class ShaciraModelConfig(NerfactoModelConfig):
                 f"must be one of {', '.join(LOOKUP_CHOICES)} (this machine has {', '.join(available_backends(_HERE))})",
                 self.implementation,
             ),
+            (not (self.cuda_graph and self.compile), "cuda_graph", "cannot be combined with compile", self.cuda_graph),
             (self.num_levels >= 1, "num_levels", "must be >= 1", self.num_levels),
             (4 <= self.log2_hashmap_size <= 26, "log2_hashmap_size", "must be in [4, 26]", self.log2_hashmap_size),
         ]
@@ -185,6 +193,10 @@ class ShaciraModel(NerfactoModel):
 
         # The lookup backend is resolved once, here, for the device the pipeline trains on (nerfstudio passes it).
         device = self.kwargs.get("device") or "cpu"
+        if cfg.cuda_graph and torch.device(device).type != "cuda":
+            raise ShaciraConfigError(
+                f"pipeline.model.cuda_graph needs a CUDA device, and this model trains on {str(device)!r}"
+            )
 
         def grid(num_levels: int, base_res: int, max_res: int, log2_hashmap_size: int) -> ShaciraGrid:
             try:
@@ -239,18 +251,19 @@ class ShaciraModel(NerfactoModel):
             return np.clip(np.interp(step, [0, cfg.proposal_warmup], [0, cfg.proposal_update_every]), 1,
                            cfg.proposal_update_every)  # fmt: skip
 
-        self.proposal_sampler = ProposalNetworkSampler(
+        # nerfstudio's samplers and renderer with their per-step host constants on the device (capturable.py).
+        self.proposal_sampler = ResidentProposalSampler(
             num_nerf_samples_per_ray=cfg.num_nerf_samples_per_ray,
             num_proposal_samples_per_ray=cfg.num_proposal_samples_per_ray,
             num_proposal_network_iterations=cfg.num_proposal_iterations,
             single_jitter=cfg.use_single_jitter,
             update_sched=update_schedule,
-            initial_sampler=UniformSampler(single_jitter=cfg.use_single_jitter)
+            initial_sampler=ResidentUniformSampler(single_jitter=cfg.use_single_jitter)
             if cfg.proposal_initial_sampler == "uniform"
             else None,
         )
         self.collider = NearFarCollider(near_plane=cfg.near_plane, far_plane=cfg.far_plane)
-        self.renderer_rgb = RGBRenderer(background_color=cfg.background_color)
+        self.renderer_rgb = ResidentRGBRenderer(background_color=cfg.background_color)
         self.renderer_accumulation = AccumulationRenderer()
         self.renderer_depth = DepthRenderer(method="median")
         self.renderer_expected_depth = DepthRenderer(method="expected")
@@ -260,13 +273,64 @@ class ShaciraModel(NerfactoModel):
         self.step = 0
 
         from torchmetrics.functional import structural_similarity_index_measure
-        from torchmetrics.image import PeakSignalNoiseRatio
 
-        self.psnr = PeakSignalNoiseRatio(data_range=1.0)
+        self.psnr = BatchPSNR()
         self.ssim = structural_similarity_index_measure
         self.lpips = LazyLPIPS()
         self.last_size_estimate: Dict[str, float] = {}
         self.compression = SizePanel(cfg.rate_lambda)
+        self.__dict__["_step_graphs"] = None  # not a submodule: it holds the model
+
+    # ------------------------------------------------------------------------------------------- CUDA graphs
+
+    def graphed_train_losses(self, ray_bundle, batch) -> Optional[Tuple[Dict[str, Tensor], Dict[str, Tensor]]]:  # noqa: ANN001
+        """This training step's (losses, metrics) through ``step_graph.StepGraphs``; None: run the step eagerly
+        (``cuda_graph`` off, evaluation mode, or a layout the graphs do not cover; the last is said once)."""
+        if not (self.config.cuda_graph and self.training):
+            return None
+        from shacira_nerf.nerf.step_graph import StepGraphs
+
+        graphs = self.__dict__["_step_graphs"]
+        if graphs is None:
+            self.quantizer.scalars_on_device = True  # what the graph replays must be read from device memory
+            graphs = self.__dict__["_step_graphs"] = StepGraphs(
+                self, self._step_branch, self._force_branch, self._after_graphed_step
+            )
+        result = graphs.losses(ray_bundle, batch)
+        if result is None:
+            if not graphs.reason_said:
+                CONSOLE.print(f"[yellow]shacira: training steps run without CUDA graphs from here: {graphs.eager_reason}")
+                graphs.reason_said = True
+            return None
+        losses, metrics = result
+        for key, value in self.last_size_estimate.items():  # the metrics that are host numbers
+            metrics[f"estimate_{key}"] = value
+        return losses, metrics
+
+    def _step_branch(self) -> Tuple[bool, bool]:
+        """(proposal networks trained this step, quantizer annealing): the Python branches of a training step."""
+        s = self.proposal_sampler
+        updated = s._steps_since_update > s.update_sched(s._step) or s._step < 10  # nerfstudio's rule
+        return bool(updated), self.quantizer.annealing
+
+    def _force_branch(self, branch: Tuple[bool, bool]):  # noqa: ANN202
+        """Put the proposal sampler's counters into ``branch`` for a capture; returns the function that restores them."""
+        s = self.proposal_sampler
+        saved = (s._step, s._steps_since_update)
+        if branch[0]:
+            s._step = 0
+        else:
+            s._step, s._steps_since_update = max(s._step, 10), 0
+
+        def restore() -> None:
+            s._step, s._steps_since_update = saved
+
+        return restore
+
+    def _after_graphed_step(self, branch: Tuple[bool, bool]) -> None:
+        """What the proposal sampler's Python does after a step that trained it (a replay does not run it)."""
+        if branch[0]:
+            self.proposal_sampler._steps_since_update = 0
 
     def get_outputs(self, ray_bundle):  # noqa: ANN001, ANN201 - nerfstudio's signature
         """nerfacto's outputs; with ``compile``, its per-step functions are compiled at the first training step."""

@@ -1,4 +1,5 @@
-"""The shacira pipeline: nerfstudio's VanillaPipeline whose evaluation also reports the compressed size.
+"""The shacira pipeline: nerfstudio's VanillaPipeline whose evaluation also reports the compressed size, and whose
+training steps go through the model's CUDA graphs when ``--pipeline.model.cuda-graph`` is on (``step_graph.py``).
 
 ``ns-eval`` writes whatever ``get_average_eval_image_metrics`` returns into its JSON, so the size goes there: the
 byte length of the scene file this checkpoint exports to (the coded file is built in memory, not estimated), the
@@ -24,6 +25,21 @@ class ShaciraPipelineConfig(VanillaPipelineConfig):
 
 class ShaciraPipeline(VanillaPipeline):
     """VanillaPipeline plus the compressed size in the averaged evaluation metrics."""
+
+    def get_train_loss_dict(self, step: int):
+        """nerfstudio's training losses; with the model's CUDA graphs on, computed by replaying them (no model
+        outputs are returned then: the trainer does not read them). Several GPUs: always nerfstudio's path."""
+        graphed = getattr(self.model, "graphed_train_losses", None)
+        if graphed is None or self.world_size > 1 or not self.model.config.cuda_graph:
+            return super().get_train_loss_dict(step)
+        ray_bundle, batch = self.datamanager.next_train(step)
+        result = graphed(ray_bundle, batch)
+        if result is not None:
+            loss_dict, metrics_dict = result
+            return {}, loss_dict, metrics_dict
+        model_outputs = self._model(ray_bundle)
+        metrics_dict = self.model.get_metrics_dict(model_outputs, batch)
+        return model_outputs, self.model.get_loss_dict(model_outputs, batch, metrics_dict), metrics_dict
 
     def get_average_image_metrics(self, data_loader, image_prefix: str, step=None, output_path=None, get_std=False):
         metrics = super().get_average_image_metrics(data_loader, image_prefix, step, output_path, get_std)

@@ -1,0 +1,274 @@
+"""CUDA-graph training steps (``--pipeline.model.cuda-graph``) and the device-resident pieces they rest on.
+
+On any machine: the device-resident samplers, renderer, PSNR and annealing buffers compute what nerfstudio's classes
+and the Python schedule compute, on the same random draws, and the function of tensors a graph records
+(``TrainingLosses``) gives the pipeline's own losses. On a GPU (the device run): a replayed step gives the eager
+step's losses and gradients in both branches of nerfacto's proposal schedule, replays draw new noise, and the
+schedule's phases get their own graphs.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import SCENE
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.model_components.ray_samplers import (
+    ProposalNetworkSampler,
+    UniformLinDispPiecewiseSampler,
+    UniformSampler,
+)
+from nerfstudio.model_components.renderers import RGBRenderer
+
+from shacira_nerf.core.quantizer import AnnealedQuantizer
+from shacira_nerf.nerf.capturable import (
+    BatchPSNR,
+    ResidentLinDispSampler,
+    ResidentProposalSampler,
+    ResidentRGBRenderer,
+    ResidentUniformSampler,
+)
+from shacira_nerf.nerf.step_graph import InputLayout, TrainingLosses, clear_step_caches
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+
+
+def _bundle(n: int = 7) -> RayBundle:
+    g = torch.Generator().manual_seed(3)
+    directions = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1)
+    return RayBundle(
+        origins=torch.randn(n, 3, generator=g), directions=directions, pixel_area=torch.ones(n, 1),
+        nears=torch.full((n, 1), 2.0), fars=torch.full((n, 1), 6.0),
+    )  # fmt: skip
+
+
+def _same_samples(a, b) -> None:  # noqa: ANN001 - RaySamples
+    for name in ("starts", "ends", "origins", "directions"):
+        torch.testing.assert_close(getattr(a.frustums, name), getattr(b.frustums, name), rtol=0, atol=0)
+    torch.testing.assert_close(a.spacing_starts, b.spacing_starts, rtol=0, atol=0)
+    torch.testing.assert_close(a.spacing_ends, b.spacing_ends, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "ours, theirs", [(ResidentUniformSampler, UniformSampler), (ResidentLinDispSampler, UniformLinDispPiecewiseSampler)]
+)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("single_jitter", [True, False])
+def test_resident_samplers_draw_nerfstudios_samples(ours, theirs, training: bool, single_jitter: bool) -> None:
+    a_sampler, b_sampler = ours(single_jitter=single_jitter).train(training), theirs(single_jitter=single_jitter)
+    b_sampler.train(training)
+    torch.manual_seed(5)
+    a = a_sampler(_bundle(), num_samples=9)
+    torch.manual_seed(5)
+    b = b_sampler(_bundle(), num_samples=9)
+    _same_samples(a, b)
+
+
+def _density(positions: torch.Tensor) -> torch.Tensor:
+    return 3.0 * (positions.norm(dim=-1, keepdim=True) - 3.0).abs()
+
+
+def test_the_proposal_samplers_annealing_exponent_is_a_buffer_filled_in_place() -> None:
+    args = dict(num_proposal_samples_per_ray=(8, 6), num_nerf_samples_per_ray=5, single_jitter=True)
+    ours = ResidentProposalSampler(**args, initial_sampler=ResidentUniformSampler(single_jitter=True))
+    theirs = ProposalNetworkSampler(**args, initial_sampler=UniformSampler(single_jitter=True))
+    exponent = ours._anneal
+    ours.set_anneal(0.25)
+    theirs.set_anneal(0.25)
+    # The same tensor, refilled: what a CUDA graph reads is what the callback set.
+    assert ours._anneal is exponent and float(exponent) == 0.25
+    assert "anneal_exponent" not in ours.state_dict()  # checkpoints are unchanged
+    torch.manual_seed(1)
+    samples, weights, _ = ours(_bundle(), density_fns=[_density, _density])
+    torch.manual_seed(1)
+    samples_ref, weights_ref, _ = theirs(_bundle(), density_fns=[_density, _density])
+    _same_samples(samples, samples_ref)
+    for w, w_ref in zip(weights, weights_ref):
+        torch.testing.assert_close(w, w_ref, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("background", ["white", "black", "last_sample", "random"])
+def test_the_resident_renderer_renders_and_blends_as_nerfstudios(background: str) -> None:
+    g = torch.Generator().manual_seed(2)
+    rgb, weights = torch.rand(5, 4, 3, generator=g), torch.rand(5, 4, 1, generator=g) * 0.3
+    pred, accumulation, gt = torch.rand(5, 3, generator=g), torch.rand(5, 1, generator=g), torch.rand(5, 4, generator=g)
+    ours, theirs = ResidentRGBRenderer(background_color=background), RGBRenderer(background_color=background)
+    for training in (True, False):
+        ours.train(training), theirs.train(training)
+        torch.manual_seed(3)
+        a = [ours(rgb, weights), *ours.blend_background_for_loss_computation(pred, accumulation, gt)]
+        torch.manual_seed(3)
+        b = [theirs(rgb, weights), *theirs.blend_background_for_loss_computation(pred, accumulation, gt)]
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+def test_batch_psnr_is_torchmetrics_psnr() -> None:
+    from torchmetrics.image import PeakSignalNoiseRatio
+
+    g = torch.Generator().manual_seed(4)
+    preds, target = torch.rand(64, 3, generator=g), torch.rand(64, 3, generator=g)
+    torch.testing.assert_close(BatchPSNR()(preds, target), PeakSignalNoiseRatio(data_range=1.0)(preds, target))
+    images = torch.rand(2, 1, 3, 8, 8, generator=g)  # the evaluation's [1, 3, H, W] images
+    torch.testing.assert_close(BatchPSNR()(images[0], images[1]), PeakSignalNoiseRatio(data_range=1.0)(*images))
+
+
+@pytest.mark.parametrize("mode", ["soft_round", "sga"])
+def test_the_device_schedule_gives_the_python_schedules_values(mode: str) -> None:
+    q = AnnealedQuantizer(mode=mode, anneal_fraction=0.7).train()
+    g = torch.Generator().manual_seed(6)
+    x, uniform = torch.randn(200, 2, generator=g) * 3, torch.rand(200, 2, generator=g)
+    noise = uniform if mode == "sga" else None
+    for step in (0, 31, 69):
+        q.set_progress(step, 100)
+        q.scalars_on_device = False
+        expected = q(x, noise=noise)
+        q.scalars_on_device = True
+        torch.testing.assert_close(q(x, noise=noise), expected, rtol=1e-5, atol=1e-5)
+        assert float(q.annealed_value) == pytest.approx(q.temperature if mode == "sga" else q.alpha, rel=1e-6)
+    restored = AnnealedQuantizer(mode=mode, anneal_fraction=0.7)
+    restored.load_state_dict(q.state_dict())  # a resumed run: the buffer follows the loaded progress
+    assert float(restored.annealed_value) == pytest.approx(float(q.annealed_value), rel=1e-6)
+
+
+def _pipeline(device: str = "cpu", rays: int = 64):
+    from nerfstudio.configs.method_configs import all_methods
+    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+
+    import shacira_nerf.nerf  # noqa: F401  (registers the methods)
+
+    cfg = copy.deepcopy(all_methods["shacira-tiny"])
+    cfg.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=SCENE)
+    cfg.pipeline.datamanager.train_num_rays_per_batch = rays
+    torch.manual_seed(0)
+    pipeline = cfg.pipeline.setup(device=device, test_mode="val")
+    pipeline.train()
+    return pipeline
+
+
+def _eager_losses(model, ray_bundle, batch, seed: int):  # noqa: ANN001
+    clear_step_caches(model)
+    torch.manual_seed(seed)
+    outputs = model(copy.deepcopy(ray_bundle))
+    metrics = model.get_metrics_dict(outputs, batch)
+    return model.get_loss_dict(outputs, batch, metrics), metrics
+
+
+def test_the_recorded_function_gives_the_pipelines_losses_and_metrics() -> None:
+    pipeline = _pipeline()
+    model = pipeline.model
+    ray_bundle, batch = pipeline.datamanager.next_train(0)
+    model.quantizer.set_progress(3, 100)  # SGA annealing: noise drawn, from the same seed in both
+    losses, metrics = _eager_losses(model, ray_bundle, batch, seed=1)
+
+    layout, tensors = InputLayout.of(ray_bundle, batch)
+    wrapper = TrainingLosses(model, layout)
+    clear_step_caches(model)
+    torch.manual_seed(1)
+    got_losses, got_metrics = wrapper.split(wrapper(*tensors))
+    assert list(got_losses) == list(losses) and "rate_loss" in got_losses
+    for key, value in losses.items():
+        torch.testing.assert_close(got_losses[key], value, rtol=0, atol=0, msg=key)
+    tensor_metrics = {k: v for k, v in metrics.items() if isinstance(v, torch.Tensor)}
+    assert list(got_metrics) == list(tensor_metrics) and "psnr" in got_metrics
+    for key, value in tensor_metrics.items():
+        torch.testing.assert_close(got_metrics[key], value.detach(), rtol=0, atol=0, msg=key)
+
+
+def test_cuda_graph_needs_a_cuda_device_and_no_compile() -> None:
+    from nerfstudio.configs.method_configs import all_methods
+
+    from shacira_nerf.nerf.model import ShaciraConfigError, ShaciraModelConfig
+
+    with pytest.raises(ShaciraConfigError, match=r"^pipeline.model.cuda_graph cannot be combined with compile"):
+        ShaciraModelConfig(cuda_graph=True, compile=True)
+    if torch.cuda.is_available():
+        return
+    cfg = copy.deepcopy(all_methods["shacira-tiny"])
+    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+
+    cfg.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=SCENE)
+    cfg.pipeline.model.cuda_graph = True
+    with pytest.raises(ShaciraConfigError, match=r"^pipeline.model.cuda_graph needs a CUDA device.*'cpu'$"):
+        cfg.pipeline.setup(device="cpu", test_mode="val")
+
+
+# ------------------------------------------------------------------------------------------------ on a GPU
+
+
+def _put_in_branch(model, updated: bool) -> None:  # noqa: ANN001
+    sampler = model.proposal_sampler
+    # nerfstudio's rule: trained when steps_since_update > update_sched(step) (1 early on) or step < 10.
+    sampler._step, sampler._steps_since_update = (0, 7) if updated else (100, 1)
+
+
+def _grads(model) -> dict:  # noqa: ANN001
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@needs_cuda
+@pytest.mark.parametrize("updated", [True, False], ids=["proposals-trained", "proposals-frozen"])
+def test_a_replayed_step_gives_the_eager_steps_losses_and_gradients(updated: bool) -> None:
+    pipeline = _pipeline("cuda")
+    model = pipeline.model
+    for module in model.modules():  # no jitter: a replay and an eager step compute the same numbers
+        if hasattr(module, "train_stratified"):
+            module.train_stratified = False
+    model.quantizer.set_progress(80, 100)  # straight-through rounding: no noise either
+    ray_bundle, batch = pipeline.datamanager.next_train(0)
+
+    _put_in_branch(model, updated)
+    model.zero_grad(set_to_none=True)
+    losses, metrics = _eager_losses(model, ray_bundle, batch, seed=1)
+    sum(losses.values()).backward()
+    expected = _grads(model)
+    assert (model.proposal_sampler._steps_since_update == 0) == updated
+
+    model.config.cuda_graph = True
+    for replay in range(2):  # the capture, then a replay of it
+        _put_in_branch(model, updated)
+        model.zero_grad(set_to_none=True)
+        got_losses, got_metrics = model.graphed_train_losses(ray_bundle, batch)
+        sum(got_losses.values()).backward()
+        assert model.__dict__["_step_graphs"].captures == 1
+        assert (model.proposal_sampler._steps_since_update == 0) == updated
+        for key, value in losses.items():
+            torch.testing.assert_close(got_losses[key], value.detach(), rtol=1e-4, atol=1e-6, msg=f"{key} {replay}")
+        torch.testing.assert_close(got_metrics["psnr"], metrics["psnr"].detach(), rtol=1e-4, atol=1e-4)
+        grads = _grads(model)
+        assert grads.keys() == expected.keys()
+        for name, grad in grads.items():
+            scale = float(expected[name].abs().max())
+            torch.testing.assert_close(
+                grad, expected[name], rtol=1e-3, atol=1e-3 * scale + 1e-9, msg=lambda m, n=name: f"{n}: {m}"
+            )
+
+
+@needs_cuda
+def test_replays_draw_new_noise_and_each_phase_gets_its_graph() -> None:
+    pipeline = _pipeline("cuda")
+    model = pipeline.model
+    model.config.cuda_graph = True
+    ray_bundle, batch = pipeline.datamanager.next_train(0)
+    model.quantizer.set_progress(10, 100)  # SGA annealing
+    _put_in_branch(model, True)
+    first = float(model.graphed_train_losses(ray_bundle, batch)[0]["rgb_loss"])
+    _put_in_branch(model, True)
+    second = float(model.graphed_train_losses(ray_bundle, batch)[0]["rgb_loss"])
+    assert first != second, "a replay reused the captured random numbers"
+    graphs = model.__dict__["_step_graphs"]
+    assert graphs.captures == 1
+    _put_in_branch(model, False)
+    model.graphed_train_losses(ray_bundle, batch)
+    assert graphs.captures == 2 and len(graphs.graphs) == 2
+    model.quantizer.set_progress(90, 100)  # annealing is over: its graphs go
+    _put_in_branch(model, True)
+    model.graphed_train_losses(ray_bundle, batch)
+    assert graphs.captures == 3 and len(graphs.graphs) == 1
+    # Evaluation still runs eagerly, on the latents as trained.
+    model.eval()
+    with torch.no_grad():
+        outputs = model(copy.deepcopy(ray_bundle))
+    assert torch.isfinite(outputs["rgb"]).all()
