@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import datetime
 import functools
 import json
@@ -52,7 +53,9 @@ def build(method: str, data: Path, backend: str, rays: int, options: tuple = ())
     from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
     from nerfstudio.engine.optimizers import Optimizers
 
-    cfg = all_methods[method]
+    # A copy: the model keeps its config object and reads some fields while training (cuda_graph, compile), so
+    # pipelines built from one shared config would all follow the last one built.
+    cfg = copy.deepcopy(all_methods[method])
     pipe_cfg = cfg.pipeline
     pipe_cfg.datamanager = VanillaDataManagerConfig(
         _target=VanillaDataManager, dataparser=BlenderDataParserConfig(data=data), train_num_rays_per_batch=rays
