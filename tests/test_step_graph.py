@@ -177,6 +177,39 @@ def test_the_recorded_function_gives_the_pipelines_losses_and_metrics() -> None:
         torch.testing.assert_close(got_metrics[key], value.detach(), rtol=0, atol=0, msg=key)
 
 
+def test_the_recorded_function_on_parameter_aliases_gives_the_parameters_gradients() -> None:
+    # What a capture records: the step on aliases of the parameters. Their gradients must be the parameters' own,
+    # and the parameters themselves must be left alone (a capture must not touch their gradient accumulators).
+    pipeline = _pipeline()
+    model = pipeline.model
+    ray_bundle, batch = pipeline.datamanager.next_train(0)
+    model.quantizer.set_progress(80, 100)  # straight-through rounding: no noise
+    model.zero_grad(set_to_none=True)
+    losses, _ = _eager_losses(model, ray_bundle, batch, seed=1)
+    sum(losses.values()).backward()
+    expected = _grads(model)
+    model.zero_grad(set_to_none=True)
+
+    layout, tensors = InputLayout.of(ray_bundle, batch)
+    wrapper = TrainingLosses(model, layout)
+    recorded, aliases, params = wrapper.on_parameter_aliases()
+    assert [id(p) for p in params] == [id(p) for p in wrapper.parameters()]
+    assert all(a.data_ptr() == p.data_ptr() and a is not p for a, p in zip(aliases, params))
+    clear_step_caches(model)
+    torch.manual_seed(1)
+    values = recorded(*tensors, *aliases)
+    got, _ = wrapper.split(values)
+    for key, value in losses.items():
+        torch.testing.assert_close(got[key], value.detach(), rtol=0, atol=0, msg=key)
+    trainable = [(n, a) for (n, _), a in zip(wrapper.named_parameters(), aliases) if a.requires_grad]
+    grads = torch.autograd.grad(sum(got.values()), [a for _, a in trainable], allow_unused=True)
+    assert all(p.grad is None for p in model.parameters())
+    used = {n.removeprefix("model."): g for (n, _), g in zip(trainable, grads) if g is not None}
+    assert used.keys() == expected.keys()
+    for name, grad in used.items():
+        torch.testing.assert_close(grad, expected[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
 def test_cuda_graph_needs_a_cuda_device_and_no_compile() -> None:
     from nerfstudio.configs.method_configs import all_methods
 
@@ -252,23 +285,67 @@ def test_replays_draw_new_noise_and_each_phase_gets_its_graph() -> None:
     model = pipeline.model
     model.config.cuda_graph = True
     ray_bundle, batch = pipeline.datamanager.next_train(0)
+    previous = []  # as nerfstudio's trainer does, each step's loss lives on while the next step runs
+
+    def step(updated: bool) -> float:
+        _put_in_branch(model, updated)
+        model.zero_grad(set_to_none=True)
+        losses = model.graphed_train_losses(ray_bundle, batch)[0]
+        loss = sum(losses.values())
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        previous[:] = [loss]
+        return float(losses["rgb_loss"])
+
+    # An eager step first, its loss kept: the captures below must not touch its gradient accumulators.
+    losses, _ = _eager_losses(model, ray_bundle, batch, seed=1)
+    previous.append(sum(losses.values()))
+    previous[0].backward()
     model.quantizer.set_progress(10, 100)  # SGA annealing
-    _put_in_branch(model, True)
-    first = float(model.graphed_train_losses(ray_bundle, batch)[0]["rgb_loss"])
-    _put_in_branch(model, True)
-    second = float(model.graphed_train_losses(ray_bundle, batch)[0]["rgb_loss"])
+    first, second = step(True), step(True)
     assert first != second, "a replay reused the captured random numbers"
     graphs = model.__dict__["_step_graphs"]
     assert graphs.captures == 1
-    _put_in_branch(model, False)
-    model.graphed_train_losses(ray_bundle, batch)
+    step(False)
     assert graphs.captures == 2 and len(graphs.graphs) == 2
     model.quantizer.set_progress(90, 100)  # annealing is over: its graphs go
-    _put_in_branch(model, True)
-    model.graphed_train_losses(ray_bundle, batch)
+    step(True)
     assert graphs.captures == 3 and len(graphs.graphs) == 1
+    step(False)
+    assert graphs.captures == 4 and len(graphs.graphs) == 2 and graphs.eager_reason is None
     # Evaluation still runs eagerly, on the latents as trained.
     model.eval()
     with torch.no_grad():
         outputs = model(copy.deepcopy(ray_bundle))
     assert torch.isfinite(outputs["rgb"]).all()
+
+
+@needs_cuda
+def test_nerfstudios_trainer_trains_through_every_branch_on_graphs(tmp_path) -> None:  # noqa: ANN001
+    # What ``ns-train shacira-tiny --pipeline.model.cuda-graph True`` runs: nerfstudio's Trainer, its optimizers,
+    # gradient scaler and callbacks, over both proposal branches in and after annealing.
+    from nerfstudio.configs.method_configs import all_methods
+    from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
+
+    import shacira_nerf.nerf  # noqa: F401  (registers the methods)
+
+    cfg = copy.deepcopy(all_methods["shacira-tiny"])
+    cfg.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=SCENE)
+    cfg.pipeline.model.cuda_graph = True
+    cfg.machine.device_type = "cuda"
+    cfg.max_num_iterations, cfg.vis, cfg.output_dir = 60, "tensorboard", tmp_path
+    cfg.steps_per_eval_batch = cfg.steps_per_eval_image = cfg.steps_per_eval_all_images = 10**9
+    cfg.viewer.quit_on_train_completion = True
+    cfg.set_timestamp()
+    trainer = cfg.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    model = trainer.pipeline.model
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer.train()
+    graphs = model.__dict__["_step_graphs"]
+    assert graphs is not None and graphs.eager_reason is None
+    assert graphs.captures == 4  # proposals trained / frozen, while annealing and after it
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    moved = [n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])]
+    assert any("latent" in n for n in moved) and any("proposal" in n for n in moved), moved
+    assert list((tmp_path).rglob("step-*.ckpt"))

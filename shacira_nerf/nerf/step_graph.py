@@ -89,8 +89,32 @@ class TrainingLosses(nn.Module):
         metrics = self.model.get_metrics_dict(outputs, batch)
         losses = self.model.get_loss_dict(outputs, batch, metrics)
         tensor_metrics = {k: v for k, v in metrics.items() if isinstance(v, Tensor)}
-        self.names = _Outputs(tuple(losses), tuple(tensor_metrics), tuple(k for k in metrics if k not in tensor_metrics))
+        self.names = _Outputs(
+            tuple(losses), tuple(tensor_metrics), tuple(k for k in metrics if k not in tensor_metrics)
+        )
         return tuple(losses.values()) + tuple(tensor_metrics.values())
+
+    def on_parameter_aliases(self) -> Tuple[Callable[..., Tuple[Tensor, ...]], Tuple[Tensor, ...], Tuple[Tensor, ...]]:
+        """(function of (inputs, aliases), the aliases, the parameters): ``forward`` with every parameter replaced by
+        an alias, a new leaf tensor on the same memory.
+
+        Why: a capture computes the parameters' gradients with ``torch.autograd.grad``, which runs each
+        parameter's gradient accumulator on the CUDA stream the accumulator was created on. Accumulators live as
+        long as a graph of an earlier step does (nerfstudio's trainer holds the previous step's loss through the
+        next step), and those were made on the default stream, which a capture on its own stream may not touch
+        (CUDA: "operation would make the legacy stream depend on a capturing blocking stream"). An alias's
+        accumulator is made during the capture, on its stream.
+        """
+        named = list(self.named_parameters())
+        names, params = tuple(n for n, _ in named), tuple(p for _, p in named)
+        aliases = tuple(p.detach().requires_grad_(p.requires_grad) for p in params)
+        split = -len(aliases) if aliases else None
+
+        def recorded(*inputs_and_aliases: Tensor) -> Tuple[Tensor, ...]:
+            inputs, swapped = inputs_and_aliases[:split], inputs_and_aliases[len(inputs_and_aliases[:split]) :]
+            return torch.func.functional_call(self, dict(zip(names, swapped)), inputs)
+
+        return recorded, aliases, params
 
     def split(self, values: Tuple[Tensor, ...]) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
         """(loss dict, metrics dict) from a graph's outputs (metrics detached: the logs turn them into floats)."""
@@ -158,16 +182,23 @@ class StepGraphs:
         device = torch.device("cuda", torch.cuda.current_device())
         static = tuple(t.detach().to(device).clone() for t in tensors)
         wrapper = TrainingLosses(self.model, layout)
+        recorded, aliases, params = wrapper.on_parameter_aliases()
         restore = self.force(key[0])
         clear_step_caches(self.model)
         dtype = torch.get_autocast_dtype("cuda")
         try:
             # The trainer's autocast caches casts between calls, which a graph cannot replay: caching off here.
             with torch.autocast("cuda", dtype=dtype, enabled=torch.is_autocast_enabled("cuda"), cache_enabled=False):
-                graphed = torch.cuda.make_graphed_callables(wrapper, static, allow_unused_input=True)
+                graphed_fn = torch.cuda.make_graphed_callables(recorded, static + aliases, allow_unused_input=True)
         finally:
             restore()
             clear_step_caches(self.model)
+
+        def graphed(*inputs: Tensor) -> Tuple[Tensor, ...]:
+            # The parameters themselves stand where their aliases were recorded (the same memory, so nothing is
+            # copied): the replay's backward hands them their gradients.
+            return graphed_fn(*inputs, *params)
+
         self.captures += 1
         self.graphs[key] = (wrapper, graphed)
         return wrapper, graphed
