@@ -108,10 +108,10 @@ class TrainingLosses(nn.Module):
         named = list(self.named_parameters())
         names, params = tuple(n for n, _ in named), tuple(p for _, p in named)
         aliases = tuple(p.detach().requires_grad_(p.requires_grad) for p in params)
-        split = -len(aliases) if aliases else None
 
         def recorded(*inputs_and_aliases: Tensor) -> Tuple[Tensor, ...]:
-            inputs, swapped = inputs_and_aliases[:split], inputs_and_aliases[len(inputs_and_aliases[:split]) :]
+            split = len(inputs_and_aliases) - len(aliases)
+            inputs, swapped = inputs_and_aliases[:split], inputs_and_aliases[split:]
             return torch.func.functional_call(self, dict(zip(names, swapped)), inputs)
 
         return recorded, aliases, params
