@@ -30,7 +30,7 @@ from shacira_nerf.nerf.capturable import (
     ResidentRGBRenderer,
     ResidentUniformSampler,
 )
-from shacira_nerf.nerf.step_graph import InputLayout, TrainingLosses, clear_step_caches
+from shacira_nerf.nerf.step_graph import InputLayout, TrainingLosses, clear_step_caches, parameters_replaced
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
 
@@ -195,10 +195,16 @@ def test_the_recorded_function_on_parameter_aliases_gives_the_parameters_gradien
     recorded, aliases, params = wrapper.on_parameter_aliases()
     assert [id(p) for p in params] == [id(p) for p in wrapper.parameters()]
     assert all(a.data_ptr() == p.data_ptr() and a is not p for a, p in zip(aliases, params))
+    before = dict(model.named_parameters())
     clear_step_caches(model)
     torch.manual_seed(1)
     values = recorded(*tensors, *aliases)
     got, _ = wrapper.split(values)
+    # Every slot holds its parameter again, the proposal grids' too (each is registered under two names): what the
+    # optimizer updates and the next capture aliases.
+    after = dict(model.named_parameters())
+    assert after.keys() == before.keys() and all(after[n] is p for n, p in before.items())
+    assert all(isinstance(p, torch.nn.Parameter) for p in model.parameters())
     for key, value in losses.items():
         torch.testing.assert_close(got[key], value.detach(), rtol=0, atol=0, msg=key)
     trainable = [(n, a) for (n, _), a in zip(wrapper.named_parameters(), aliases) if a.requires_grad]
@@ -208,6 +214,29 @@ def test_the_recorded_function_on_parameter_aliases_gives_the_parameters_gradien
     assert used.keys() == expected.keys()
     for name, grad in used.items():
         torch.testing.assert_close(grad, expected[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_parameters_replaced_swaps_shared_modules_and_tied_parameters_once_and_puts_them_back() -> None:
+    shared, tied = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    other = torch.nn.Linear(2, 2)
+    other.weight = tied.weight  # one parameter in two modules
+    model = torch.nn.ModuleDict({"a": shared, "b": torch.nn.Sequential(shared, tied), "c": other})
+    params = list(model.parameters())
+    assert len(params) == 5  # shared's two, tied's two, other's bias
+    replacement = {id(p): p.detach().clone().requires_grad_() for p in params}
+    new_shared, new_tied = replacement[id(shared.weight)], replacement[id(tied.weight)]
+    with parameters_replaced(model, replacement):
+        assert model["b"][0].weight is new_shared and model["a"].weight is new_shared
+        assert model["c"].weight is new_tied and model["b"][1].weight is new_tied
+        out = model["c"](model["b"](torch.ones(1, 2))).sum()
+    grads = torch.autograd.grad(out, [replacement[id(p)] for p in params])
+    assert all(g is not None for g in grads)
+    assert list(model.parameters()) == params and all(isinstance(p, torch.nn.Parameter) for p in params)
+    assert model["c"].weight is tied.weight is model["b"][1].weight and model["a"].weight is shared.weight
+    with pytest.raises(RuntimeError, match="inside"):  # an error in the block still puts every parameter back
+        with parameters_replaced(model, replacement):
+            raise RuntimeError("inside")
+    assert list(model.parameters()) == params
 
 
 def test_cuda_graph_needs_a_cuda_device_and_no_compile() -> None:
@@ -223,6 +252,11 @@ def test_cuda_graph_needs_a_cuda_device_and_no_compile() -> None:
     from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 
     cfg.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=SCENE)
+    pipeline = cfg.pipeline.setup(device="cpu", test_mode="val")  # the default: graphs only where tested
+    assert pipeline.model.config.cuda_graph is None and not pipeline.model.uses_cuda_graphs()
+    pipeline.train()
+    _, losses, _ = pipeline.get_train_loss_dict(0)  # the eager step
+    assert "rate_loss" in losses and pipeline.model.__dict__["_step_graphs"] is None
     cfg.pipeline.model.cuda_graph = True
     with pytest.raises(ShaciraConfigError, match=r"^pipeline.model.cuda_graph needs a CUDA device.*'cpu'$"):
         cfg.pipeline.setup(device="cpu", test_mode="val")
@@ -270,6 +304,7 @@ def test_a_replayed_step_gives_the_eager_steps_losses_and_gradients(updated: boo
         for key, value in losses.items():
             torch.testing.assert_close(got_losses[key], value.detach(), rtol=1e-4, atol=1e-6, msg=f"{key} {replay}")
         torch.testing.assert_close(got_metrics["psnr"], metrics["psnr"].detach(), rtol=1e-4, atol=1e-4)
+        assert all(isinstance(p, torch.nn.Parameter) for p in model.parameters())  # the captures put them back
         grads = _grads(model)
         assert grads.keys() == expected.keys()
         for name, grad in grads.items():
@@ -322,7 +357,7 @@ def test_replays_draw_new_noise_and_each_phase_gets_its_graph() -> None:
 
 @needs_cuda
 def test_nerfstudios_trainer_trains_through_every_branch_on_graphs(tmp_path) -> None:  # noqa: ANN001
-    # What ``ns-train shacira-tiny --pipeline.model.cuda-graph True`` runs: nerfstudio's Trainer, its optimizers,
+    # What ``ns-train shacira-tiny`` runs on a GPU: nerfstudio's Trainer, its optimizers,
     # gradient scaler and callbacks, over both proposal branches in and after annealing.
     from nerfstudio.configs.method_configs import all_methods
     from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
@@ -331,7 +366,7 @@ def test_nerfstudios_trainer_trains_through_every_branch_on_graphs(tmp_path) -> 
 
     cfg = copy.deepcopy(all_methods["shacira-tiny"])
     cfg.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=SCENE)
-    cfg.pipeline.model.cuda_graph = True
+    assert cfg.pipeline.model.cuda_graph is None  # the default: on a CUDA device with the Triton lookup, graphs
     cfg.machine.device_type = "cuda"
     cfg.max_num_iterations, cfg.vis, cfg.output_dir = 60, "tensorboard", tmp_path
     cfg.steps_per_eval_batch = cfg.steps_per_eval_image = cfg.steps_per_eval_all_images = 10**9

@@ -30,7 +30,7 @@ class ShaciraPipeline(VanillaPipeline):
         """nerfstudio's training losses; with the model's CUDA graphs on, computed by replaying them (no model
         outputs are returned then: the trainer does not read them). Several GPUs: always nerfstudio's path."""
         graphed = getattr(self.model, "graphed_train_losses", None)
-        if graphed is None or self.world_size > 1 or not self.model.config.cuda_graph:
+        if graphed is None or self.world_size > 1 or not self.model.uses_cuda_graphs():
             return super().get_train_loss_dict(step)
         ray_bundle, batch = self.datamanager.next_train(step)
         result = graphed(ray_bundle, batch)

@@ -21,8 +21,9 @@ evaluation and rendering. Not with data-parallel training (several GPUs) or ``co
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from nerfstudio.cameras.rays import RayBundle
@@ -104,15 +105,19 @@ class TrainingLosses(nn.Module):
         next step), and those were made on the default stream, which a capture on its own stream may not touch
         (CUDA: "operation would make the legacy stream depend on a capturing blocking stream"). An alias's
         accumulator is made during the capture, on its stream.
+
+        Not ``torch.func.functional_call``: a module registered under two names (a proposal network's grid is its
+        ``encoding`` and its ``mlp_base.0``) came back from it holding the aliases instead of its parameters, so the
+        next capture aliased the aliases and the optimizer's parameters stopped receiving those gradients.
         """
-        named = list(self.named_parameters())
-        names, params = tuple(n for n, _ in named), tuple(p for _, p in named)
+        params = tuple(self.parameters())
         aliases = tuple(p.detach().requires_grad_(p.requires_grad) for p in params)
 
         def recorded(*inputs_and_aliases: Tensor) -> Tuple[Tensor, ...]:
             split = len(inputs_and_aliases) - len(aliases)
             inputs, swapped = inputs_and_aliases[:split], inputs_and_aliases[split:]
-            return torch.func.functional_call(self, dict(zip(names, swapped)), inputs)
+            with parameters_replaced(self, dict(zip(map(id, params), swapped))):
+                return self(*inputs)
 
         return recorded, aliases, params
 
@@ -202,6 +207,28 @@ class StepGraphs:
         self.captures += 1
         self.graphs[key] = (wrapper, graphed)
         return wrapper, graphed
+
+
+@contextmanager
+def parameters_replaced(module: nn.Module, replacement: Dict[int, Tensor]) -> Iterator[None]:
+    """Within the block, every parameter slot of ``module`` and its submodules holds ``replacement[id(parameter)]``;
+    after it, each slot holds its parameter again.
+
+    Each submodule is visited once however many names it has, and each slot is restored exactly, so a module shared
+    under two names, or a parameter tied between modules, comes back as it was.
+    """
+    saved: List[Tuple[nn.Module, str, nn.Parameter]] = []
+    try:
+        for sub in module.modules():
+            for name, param in sub._parameters.items():
+                if param is not None and id(param) in replacement:
+                    saved.append((sub, name, param))
+        for sub, name, param in saved:
+            sub._parameters[name] = replacement[id(param)]  # type: ignore[assignment]
+        yield
+    finally:
+        for sub, name, param in saved:
+            sub._parameters[name] = param
 
 
 def clear_step_caches(model: nn.Module) -> None:
