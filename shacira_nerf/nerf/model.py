@@ -305,6 +305,10 @@ class ShaciraModel(NerfactoModel):
 
         graphs = self.__dict__["_step_graphs"]
         if graphs is None:
+            CONSOLE.print(
+                "shacira: training steps replay CUDA graphs (each branch of the step is captured once, a few seconds; "
+                "--pipeline.model.cuda-graph False runs them eagerly)"
+            )
             self.quantizer.scalars_on_device = True  # what the graph replays must be read from device memory
             graphs = self.__dict__["_step_graphs"] = StepGraphs(
                 self, self._step_branch, self._force_branch, self._after_graphed_step
