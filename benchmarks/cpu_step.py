@@ -28,6 +28,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument(
+        "--start-step", type=int, default=0,
+        help="training step of the first step run (the quantizer's schedule follows it: 1050 of shacira-tiny's 1500 "
+        "steps is where annealing ends and straight-through rounding begins)",
+    )  # fmt: skip
     args = parser.parse_args()
     tree = args.tree.resolve()
     sys.path[:0] = [str(tree), str(tree / "method_configs")]  # this tree's shacira_nerf and its method configs
@@ -54,7 +59,7 @@ def main() -> None:
     times = []
     for i in range(total):
         t = time.perf_counter()
-        pipeline.model.quantizer.set_progress(i, config.max_num_iterations)
+        pipeline.model.quantizer.set_progress(args.start_step + i, config.max_num_iterations)
         optimizers.zero_grad_all()
         _, loss_dict, _ = pipeline.get_train_loss_dict(i)
         sum(loss_dict.values()).backward()
@@ -65,7 +70,7 @@ def main() -> None:
     row = {
         "date": today(), "machine": machine(), "command": command_line(), "label": args.label,
         "tree_commit": commit.stdout.strip(), "method": "shacira-tiny", "seconds_per_step": statistics.median(times),
-        "steps": args.steps, "warmup": args.warmup,
+        "steps": args.steps, "warmup": args.warmup, "start_step": args.start_step,
     }  # fmt: skip
     print(json.dumps(row))
     with args.out.open("a") as f:

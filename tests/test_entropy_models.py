@@ -3,6 +3,7 @@ bitstream and the scene file (the fused Triton kernel's per-level layout is test
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import numpy as np
@@ -12,7 +13,12 @@ import torch
 from shacira_nerf import file_layer
 from shacira_nerf.bitstream import decode_grid, encode_grid, stream_layout
 from shacira_nerf.codec import ContainerError
-from shacira_nerf.core.entropy_model import ENTROPY_MODELS, FactorizedEntropyModel, table_layout
+from shacira_nerf.core.entropy_model import (
+    ENTROPY_MODELS,
+    LIKELIHOOD_BOUND,
+    FactorizedEntropyModel,
+    table_layout,
+)
 from shacira_nerf.core.grid import ShaciraGrid
 from shacira_nerf.core.hash_grid import GridGeometry
 from shacira_nerf.core.per_level_entropy import PerLevelEntropyModel
@@ -195,3 +201,41 @@ def test_scene_file_with_per_level_model_round_trips_and_says_so() -> None:
     assert "entropy model:   per_level (field, proposal_0, proposal_1)" in format_report("x.shac", report)
     with pytest.raises(ShaciraConfigError, match="entropy_model must be one of factorized, per_level"):
         ShaciraModelConfig(entropy_model="context")
+
+
+def _float64_bits_and_grads(model, x: torch.Tensor):  # noqa: ANN001 - a FactorizedEntropyModel
+    """The rate and its gradients in float64 through the reference formula (the yardstick for both float32 paths)."""
+    reference = copy.deepcopy(model).double()
+    xd = x.detach().double().requires_grad_(True)
+    v = xd.t().unsqueeze(1)  # ``likelihood``'s formula, which itself computes in float32
+    lower, upper = reference.logits_cdf(v - 0.5), reference.logits_cdf(v + 0.5)
+    sign = -torch.sign(lower + upper).detach()
+    p = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower)).clamp_min(LIKELIHOOD_BOUND)
+    bits = -torch.log2(p).sum()
+    bits.backward()
+    return float(bits), xd.grad, [p.grad for p in reference.parameters()]
+
+
+@pytest.mark.parametrize("values", ["integers", "non-integers"])
+def test_the_rate_of_integer_latents_from_a_table_of_integers_is_the_per_latent_rate(values: str) -> None:
+    # On a CPU, integer-valued latents (straight-through rounding) take their bits from the model evaluated once per
+    # integer in use; the rate and every gradient must be the per-latent formula's (here checked in float64).
+    torch.manual_seed(0)
+    model = FactorizedEntropyModel(channels=2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    raw = torch.randn(60_000, 2) * 2
+    raw[:50] *= 10  # a few far-out values
+    x = raw.clone().requires_grad_(True)
+    q = x + (torch.round(x) - x).detach() if values == "integers" else x
+    bits = model.bits(q)
+    bits.backward()
+    expected_bits, expected_x, expected_params = _float64_bits_and_grads(model, q)
+    assert float(bits) == pytest.approx(expected_bits, rel=1e-6)
+    torch.testing.assert_close(x.grad.double(), expected_x, rtol=1e-4, atol=1e-6)
+    for p, expected in zip(model.parameters(), expected_params):
+        scale = float(expected.abs().max())
+        torch.testing.assert_close(p.grad.double(), expected, rtol=1e-3, atol=1e-4 * scale)
+    with torch.no_grad():  # and without autograd (e.g. a size estimate's caller)
+        assert float(model.bits(q.detach())) == pytest.approx(expected_bits, rel=1e-6)
