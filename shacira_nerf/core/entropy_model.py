@@ -245,7 +245,7 @@ class FactorizedEntropyModel(EntropyModel):
 
         ``fused``: one Triton kernel for the likelihood, the log and every gradient (``triton_rate``; the same
         numbers up to float rounding, tested against this reference) instead of the torch ops below; only for
-        ``FUSED_FILTERS``.
+        ``FUSED_FILTERS``. On a CPU, integer-valued latents take ``_bits_of_integers`` (the same numbers, faster).
         """
         if fused:
             from shacira_nerf.core.triton_rate import fused_rate_bits
