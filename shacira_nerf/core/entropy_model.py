@@ -254,12 +254,12 @@ class FactorizedEntropyModel(EntropyModel):
                 raise ValueError(f"expected {self.channels} latent channels, got shape {tuple(x.shape)}")
             return fused_rate_bits(x, list(self.matrices), list(self.biases), list(self.factors), LIKELIHOOD_BOUND)
         if x.device.type == "cpu" and x.numel() > MAX_BITS_TABLE and torch.equal(x, torch.round(x)):
-            span = float(x.detach().max()) - float(x.detach().min()) + 1
-            if span <= MAX_BITS_TABLE:
-                return self._bits_of_integers(x)
+            low, high = (float(v) for v in torch.aminmax(x.detach()))
+            if high - low + 1 <= MAX_BITS_TABLE:
+                return self._bits_of_integers(x, low, high)
         return super().bits(x)
 
-    def _bits_of_integers(self, q: Float[Tensor, "n channels"]) -> Float[Tensor, ""]:
+    def _bits_of_integers(self, q: Float[Tensor, "n channels"], low: float, high: float) -> Float[Tensor, ""]:
         """``bits`` of integer-valued latents (straight-through rounding, after annealing), from the model evaluated
         once per integer of [min, max] instead of once per latent: the same numbers up to float summation order.
 
@@ -269,8 +269,7 @@ class FactorizedEntropyModel(EntropyModel):
         per latent (so each integer counts as often as it occurs). Why: on a CPU the model's MLP over every latent
         is about half of a ``shacira-tiny`` step; a few dozen integers are in use.
         """
-        low = float(q.detach().min())
-        values = torch.arange(low, float(q.detach().max()) + 1, dtype=torch.float32)
+        values = torch.arange(low, high + 1, dtype=torch.float32)  # low, high: q's smallest and largest integer
         index = (q.detach() - low).long()
         if not (torch.is_grad_enabled() and q.requires_grad):
             table = -torch.log2(self.likelihood(values[:, None].expand(-1, self.channels)))
