@@ -56,6 +56,7 @@ stop)
   sleep 1; pgrep -f -- "--timestamp $2 " >/dev/null && echo "$2 still running" || echo "stopped $2" ;;
 watch)
   end=$((SECONDS + ${2:?SECONDS})); shift 2
+  [ -d $root/out ] || { echo "error: $root/out: no runs on this machine (a fresh one: the machine that ran them was given back)"; exit 2; }
   busy() { pgrep -f "$root/bin/train_eval.sh" >/dev/null || pgrep -f "benchmarks/image_kodak.py" >/dev/null; }
   while [ $SECONDS -lt $end ] && busy; do sleep 15; done
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
@@ -71,5 +72,6 @@ watch)
   [ -f $root/out/runs.jsonl ] && cp $root/out/runs.jsonl "$OUT/"
   tar czf "$OUT/logs.tgz" -C $root/out --exclude='*.shac' .
   for f in "$@"; do [ -f "$root/out/$f" ] && cp "$root/out/$f" "$OUT/"; done
-  [ -d $root/kodak-out ] && tar czf "$OUT/kodak.tgz" -C $root/kodak-out . ;;
+  if [ -d $root/kodak-out ]; then tar czf "$OUT/kodak.tgz" -C $root/kodak-out .; fi
+  busy && exit 3 || exit 0 ;;  # 3: runs still going (the next watch must follow within the 30-second warm window)
 esac
