@@ -19,6 +19,7 @@
 # (16 threads each) saturated the 16 cores (load 48, 350 ms/step each against 45 ms alone) while the GPU sat at 1%.
 #   bash benchmarks/gpu/bg.sh watch SECONDS [FILES...]   wait until all runs end or SECONDS pass; progress table;
 #                                                        runs.jsonl, logs.tgz and FILES (from /tmp/bench/out) to $OUT
+#                                                        exit 3: runs still going; 2: no runs on this machine
 set -uo pipefail
 root=/tmp/bench
 case "${1:?setup|start|finish|watch|stop|kodak}" in
@@ -67,11 +68,12 @@ watch)
     echo "$(basename "$f" .log): ${step:-no step yet} ${end_line}"
   done
   [ -f $root/kodak-out/kodak.log ] && echo "kodak: $(grep -aE 'step|group|wrote|exit' $root/kodak-out/kodak.log | tail -3 | cut -c1-200)"
-  busy && echo "STILL RUNNING" || echo "ALL ENDED"
-  [ -n "${OUT:-}" ] || exit 0
+  rc=0; busy && rc=3  # 3: runs still going (the next watch must follow within the 30-second warm window)
+  [ $rc = 3 ] && echo "STILL RUNNING" || echo "ALL ENDED"
+  [ -n "${OUT:-}" ] || exit $rc
   [ -f $root/out/runs.jsonl ] && cp $root/out/runs.jsonl "$OUT/"
   tar czf "$OUT/logs.tgz" -C $root/out --exclude='*.shac' .
   for f in "$@"; do [ -f "$root/out/$f" ] && cp "$root/out/$f" "$OUT/"; done
   if [ -d $root/kodak-out ]; then tar czf "$OUT/kodak.tgz" -C $root/kodak-out .; fi
-  busy && exit 3 || exit 0 ;;  # 3: runs still going (the next watch must follow within the 30-second warm window)
+  exit $rc ;;
 esac
