@@ -1,4 +1,4 @@
-"""Kodak benchmark of image mode: SHACIRA vs JPEG (and WebP) in PSNR against bits per pixel, all from real files.
+"""Kodak benchmark of image mode: SHACIRA vs JPEG, WebP and JPEG2000 in PSNR against bits per pixel, from real files.
 
 Run on a GPU from the repository root (``benchmarks/gpu/kodak.sh`` is the exact call, about 8 minutes on an H200)::
 
@@ -14,10 +14,12 @@ weights take two batches (landscape and portrait) instead of 96 runs. ``--no-bat
 ``fit_image`` (a batch of one: on CPU the same files).
 
 For every member the benchmark writes the .shac bytes (``encode_image_file``), decodes them, and measures PSNR of the
-decoded 8-bit rendering and bpp = 8 x file bytes / pixels. JPEG (Pillow, quality sweep) and WebP (if Pillow has it)
-are measured the same way (in worker processes, while the GPU fits), and their PSNR is interpolated (linearly in bpp)
-at each SHACIRA point's bpp. Every measurement is appended as one JSON line (with date, machine and command) to
-``<out-dir>/image_kodak.jsonl`` as soon as it exists; PSNR-vs-bpp plots and a table summarise the run.
+decoded 8-bit rendering and bpp = 8 x file bytes / pixels. JPEG (Pillow, quality sweep), WebP (if Pillow has it) and
+JPEG2000 (if Pillow has OpenJPEG: a sweep of target bit rates, ``JPEG2000_BPPS``, as a bare .j2k codestream with the
+lossy 9/7 wavelet and the RGB -> YCbCr colour transform) are measured the same way (in worker processes, while the GPU
+fits), and their PSNR is interpolated (linearly in bpp) at each SHACIRA point's bpp. Every measurement is appended as
+one JSON line (with date, machine and command) to ``<out-dir>/image_kodak.jsonl`` as soon as it exists; PSNR-vs-bpp
+plots and a table summarise the run (``benchmarks/kodak_replot.py`` adds missing codec curves to an old results file).
 
 The default preset follows the authors' public Kodak config (github.com/Sharath-girish/Shacira,
 app/image/configs/kodak.yaml), which differs from the appendix's text: 24 levels, 2^11 entries, grid resolution
@@ -53,6 +55,10 @@ from shacira_nerf.image.train import fit_image, fit_images, psnr, resolve_device
 
 JPEG_QUALITIES = (1, 2, 3, 5, 8, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 95)
 WEBP_QUALITIES = (0, 2, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+JPEG2000_BPPS = (0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+"""JPEG2000 target bit rates (bpp): OpenJPEG gets them as compression ratios against 24-bit RGB (``24 / bpp``); the
+measured bpp are those of the real bytes (on Kodak OpenJPEG 2.5 lands 0.5 % under the target on average, 4 % at
+most)."""
 DEFAULT_LAMBDAS = (3e-5, 1e-4, 3e-4, 1e-3)
 SENSITIVITY_LOG2 = (13, 14, 15, 16, 17)
 SENSITIVITY_VARIANTS: Dict[str, Dict[str, int]] = {
@@ -80,19 +86,42 @@ def load_rgb(path: Path, downscale: int = 1) -> np.ndarray:
         return np.ascontiguousarray(np.asarray(im), dtype=np.uint8)
 
 
-def codec_curve(image: np.ndarray, fmt: str, qualities: Iterable[int]) -> List[Dict[str, float]]:
-    """PSNR and bpp of ``image`` saved by Pillow as ``fmt`` at each quality (bytes of the real file)."""
+def save_options(fmt: str, q: float) -> Dict:
+    """Pillow's save options for ``fmt`` at quality (JPEG, WebP) or target bit rate in bpp (JPEG2000) ``q``."""
+    if fmt == "JPEG":
+        return {"quality": q, "optimize": True}
+    if fmt == "WEBP":
+        return {"quality": q, "method": 6}
+    if fmt == "JPEG2000":
+        # One quality layer at compression ratio 24 / bpp (OpenJPEG's ratio is against the raw 3 x 8-bit samples),
+        # irreversible 9/7 wavelet, colour transform on (Pillow's default is off, OpenJPEG's opj_compress turns it on
+        # for RGB; off costs 2-10 dB on Kodak), a bare codestream (no JP2 boxes).
+        return {"quality_mode": "rates", "quality_layers": [24.0 / q], "irreversible": True, "mct": 1, "no_jp2": True}
+    raise ValueError(f"no save options for {fmt!r}")
+
+
+def codec_curve(image: np.ndarray, fmt: str, qualities: Iterable[float]) -> List[Dict[str, float]]:
+    """PSNR and bpp of ``image`` saved by Pillow as ``fmt`` at each quality (bytes of the real file); for JPEG2000 the
+    "qualities" are target bit rates in bpp (the points' ``target_bpp``)."""
     h, w = image.shape[:2]
     points = []
     for q in qualities:
         buf = io.BytesIO()
-        options = {"quality": q, "optimize": True} if fmt == "JPEG" else {"quality": q, "method": 6}
-        Image.fromarray(image).save(buf, format=fmt, **options)
-        decoded = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-        points.append(
-            {"quality": q, "bytes": buf.tell(), "bpp": 8.0 * buf.tell() / (h * w), "psnr": psnr(decoded, image)}
-        )
+        Image.fromarray(image).save(buf, format=fmt, **save_options(fmt, q))
+        data = buf.getvalue()
+        if fmt == "JPEG2000" and data[:4] != b"\xff\x4f\xff\x51":  # SOC and SIZ markers of a .j2k codestream
+            raise RuntimeError(f"JPEG2000 at {q} bpp: not a bare codestream (starts {data[:4].hex()})")
+        decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        if decoded.shape != image.shape:
+            raise RuntimeError(f"{fmt} at {q}: decoded {decoded.shape}, expected {image.shape}")
+        point = {"target_bpp": q, "mct": 1} if fmt == "JPEG2000" else {"quality": q}
+        points.append({**point, "bytes": len(data), "bpp": 8.0 * len(data) / (h * w), "psnr": psnr(decoded, image)})
     return points
+
+
+def codec_setting(point: Dict) -> str:
+    """The ``setting`` of a codec point's record: ``q=50`` (JPEG, WebP) or ``rate=0.25`` (JPEG2000, target bpp)."""
+    return f"rate={point['target_bpp']:g}" if "target_bpp" in point else f"q={point['quality']}"
 
 
 def psnr_at_bpp(curve: Sequence[Dict[str, float]], bpp: float) -> Optional[float]:
@@ -104,11 +133,29 @@ def psnr_at_bpp(curve: Sequence[Dict[str, float]], bpp: float) -> Optional[float
     return float(np.interp(bpp, xs, ys))
 
 
-def codec_curves(image: np.ndarray, quick: bool) -> Dict[str, List[Dict[str, float]]]:
-    """JPEG and (if available) WebP curves of one image (run in a worker process)."""
-    out = {"jpeg": codec_curve(image, "JPEG", JPEG_QUALITIES[::3] if quick else JPEG_QUALITIES)}
-    if features.check("webp"):
-        out["webp"] = codec_curve(image, "WEBP", WEBP_QUALITIES[::3] if quick else WEBP_QUALITIES)
+CODECS: Dict[str, Tuple[str, Tuple[float, ...], Optional[str]]] = {
+    "jpeg": ("JPEG", JPEG_QUALITIES, None),
+    "webp": ("WEBP", WEBP_QUALITIES, "webp"),
+    "jpeg2000": ("JPEG2000", JPEG2000_BPPS, "jpg_2000"),
+}
+"""Record method -> (Pillow format, sweep, Pillow feature it needs or None)."""
+
+
+def available_codecs() -> List[str]:
+    """The methods of ``CODECS`` this Pillow can write."""
+    return [name for name, (_, _, feature) in CODECS.items() if feature is None or features.check(feature)]
+
+
+def codec_curves(
+    image: np.ndarray, quick: bool, only: Optional[Iterable[str]] = None
+) -> Dict[str, List[Dict[str, float]]]:
+    """JPEG and (if Pillow has them) WebP and JPEG2000 curves of one image, or only the methods in ``only`` that are
+    available (run in a worker process); ``quick`` takes every third sweep value."""
+    wanted = available_codecs() if only is None else [m for m in available_codecs() if m in set(only)]
+    out = {}
+    for method in wanted:
+        fmt, sweep, _ = CODECS[method]
+        out[method] = codec_curve(image, fmt, sweep[::3] if quick else sweep)
     return out
 
 
@@ -306,7 +353,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--max-batch", type=int, default=0, help="at most this many members per batch (0: no limit)")
     parser.add_argument("--downscale", type=int, default=1, help="shrink every image by this factor (CPU checks)")
     parser.add_argument("--log-every", type=int, default=500, help="progress line every N steps")
-    parser.add_argument("--codec-workers", type=int, default=8, help="processes for the JPEG/WebP curves")
+    parser.add_argument("--codec-workers", type=int, default=8, help="processes for the JPEG/WebP/JPEG2000 curves")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--limit", type=int, default=0, help="only the first N images (0: all)")
@@ -364,7 +411,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 for method, curve in curves.items():
                     for p in curve:
                         emit({"mode": "sensitivity" if name == sens_name else "kodak", "image": name,
-                              "method": method, "setting": f"q={p['quality']}", **p})  # fmt: skip
+                              "method": method, "setting": codec_setting(p), **p})  # fmt: skip
             return curves
 
         t0 = time.time()
@@ -479,12 +526,13 @@ def _mean_curves(records: List[Dict]) -> Dict[str, List[Tuple[float, float]]]:
 
 
 def print_table(records: List[Dict]) -> None:
-    """Mean over images per SHACIRA setting, with JPEG/WebP PSNR at the same bpp where measured."""
+    """Mean over images per SHACIRA setting, with JPEG/WebP/JPEG2000 PSNR at the same bpp where measured ("-" where
+    some image's point lies outside the codec's measured range or the codec was not measured)."""
     rows: Dict[str, List[Dict]] = {}
     for r in records:
         if r["method"] == "shacira":
             rows.setdefault(r["setting"], []).append(r)
-    print(f"\n{'setting':<28}{'images':>7}{'bpp':>9}{'PSNR':>8}{'JPEG@bpp':>10}{'WebP@bpp':>10}")
+    print(f"\n{'setting':<28}{'images':>7}{'bpp':>9}{'PSNR':>8}{'JPEG@bpp':>10}{'WebP@bpp':>10}{'J2K@bpp':>10}")
     for setting, rs in rows.items():
 
         def mean(key: str) -> str:
@@ -493,9 +541,8 @@ def print_table(records: List[Dict]) -> None:
 
         bpp = np.mean([r["bpp"] for r in rs])
         psnr_ = np.mean([r["psnr"] for r in rs])
-        print(
-            f"{setting:<28}{len(rs):>7}{bpp:>9.4f}{psnr_:>8.2f}{mean('jpeg_psnr_at_bpp'):>10}{mean('webp_psnr_at_bpp'):>10}"
-        )
+        at = "".join(f"{mean(f'{m}_psnr_at_bpp'):>10}" for m in ("jpeg", "webp", "jpeg2000"))
+        print(f"{setting:<28}{len(rs):>7}{bpp:>9.4f}{psnr_:>8.2f}{at}")
 
 
 if __name__ == "__main__":
