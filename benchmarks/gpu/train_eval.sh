@@ -10,6 +10,8 @@
 # if it holds the final one, training is skipped. Checkpoints are saved every SAVE_EVERY (default 500) steps.
 # TRAIN_ONLY=1: train (or resume) and stop; the same command without it then evaluates, exports and summarises.
 # IN_PROCESS=1 (a fresh run): train, evaluate, export and summarise in one process (ns_bench.py run).
+# PARSER_ARGS: options of the dataparser, placed after its subcommand (where tyro wants them), e.g.
+# PARSER_ARGS="--eval-mode interval --eval-interval 8" for a real held-out split of a nerfstudio-data capture.
 set -uo pipefail
 data=${1:?DATA}; name=${2:?NAME}; method=${3:?METHOD}; iters=${4:?ITERS}; shift 4
 here=$(cd "$(dirname "$0")" && pwd)
@@ -29,6 +31,8 @@ if [ -f "$data/transforms_train.json" ]; then
 else
   parser=nerfstudio-data; flags=()
 fi
+read -r -a parser_args <<<"${PARSER_ARGS:-}"
+parser=("$parser" "${parser_args[@]}")
 args=("$method" --data "$data" --max-num-iterations "$iters" --vis tensorboard
   --viewer.quit-on-train-completion True --output-dir "$runs" --experiment-name "$exp" --timestamp "$name"
   --steps-per-save "${SAVE_EVERY:-500}" --steps-per-eval-batch 100000 --steps-per-eval-image 100000
@@ -38,7 +42,7 @@ final=$models/step-$(printf %09d $((iters - 1))).ckpt
 if [ "${IN_PROCESS:-0}" = 1 ] && ! ls "$models"/step-*.ckpt >/dev/null 2>&1; then
   # A fresh run, trained, evaluated, exported and summarised in one process (ns_bench.py run): nothing is started
   # after training, so it also works as a background job (see bg.sh).
-  python3 "$here/ns_bench.py" run "$out" "$name" "${args[@]}" "$parser" >>"$log" 2>&1 \
+  python3 "$here/ns_bench.py" run "$out" "$name" "${args[@]}" "${parser[@]}" >>"$log" 2>&1 \
     || { echo "[$name] failed" | tee -a "$log"; exit 1; }
   exit 0
 fi
@@ -53,7 +57,7 @@ else
     resume=(--load-dir "$models" --max-num-iterations $((iters - ${last:-0} - 1)))
     echo "[$name] resuming from $(ls "$models" | tail -1)" >>"$log"
   fi
-  "${cmd[@]}" "${resume[@]}" "$parser" >>"$log" 2>&1 || { echo "[$name] training failed" | tee -a "$log"; exit 1; }
+  "${cmd[@]}" "${resume[@]}" "${parser[@]}" >>"$log" 2>&1 || { echo "[$name] training failed" | tee -a "$log"; exit 1; }
 fi
 t1=$(date +%s.%N)
 if [ "${TRAIN_ONLY:-0}" = 1 ]; then
@@ -74,5 +78,5 @@ if [ "${method#shacira}" != "$method" ]; then  # shacira and shacira-tiny
   python3 "$bin/shacira" export --load-config "$run/config.yml" --output-path "$out/$name.shac" >>"$log" 2>&1
   python3 "$bin/shacira" info "$out/$name.shac" --json >"$out/$name.info.json" 2>>"$log"
 fi
-python3 "$here/summary.py" "$run" "$out" "$name" "$method" "$iters" "$t0" "$t1" "${cmd[*]} $parser" >>"$out/runs.jsonl"
+python3 "$here/summary.py" "$run" "$out" "$name" "$method" "$iters" "$t0" "$t1" "${cmd[*]} ${parser[*]}" >>"$out/runs.jsonl"
 echo "[$name] done: $(tail -1 "$out/runs.jsonl" | cut -c1-300)"
