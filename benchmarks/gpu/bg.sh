@@ -15,6 +15,7 @@
 #   bash benchmarks/gpu/bg.sh kodak [image_kodak.py flags]   gpu/kodak.sh in the background, from a copy of this
 #                                                        tree and .kodak/ (carry it) under /tmp/bench
 # CPUS=0-3 pins a run to those cores (taskset), for runs sharing one GPU: the step is bound by the host.
+# PARSER_ARGS="--eval-mode interval --eval-interval 8" passes dataparser options through (train_eval.sh).
 # Each background run is limited to OMP_NUM_THREADS threads (default 4): three nerfacto runs left at torch's default
 # (16 threads each) saturated the 16 cores (load 48, 350 ms/step each against 45 ms alone) while the GPU sat at 1%.
 #   bash benchmarks/gpu/bg.sh watch SECONDS [FILES...]   wait until all runs end or SECONDS pass; progress table;
