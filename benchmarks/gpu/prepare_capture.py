@@ -22,11 +22,16 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 from PIL import Image
 
 
-def fail(message: str) -> "None":
+class BadFrame(Exception):
+    """A frame that Pillow cannot read (reported as one line, after the partial copy is removed)."""
+
+
+def fail(message: str) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
 
@@ -49,6 +54,9 @@ def main() -> None:
         frames = [Path(f["file_path"]) for f in meta["frames"]]
     except (ValueError, KeyError, TypeError) as exc:
         fail(f"{meta_path}: not a transforms.json with frames[].file_path ({type(exc).__name__})")
+    outside = [str(p) for p in frames if p.is_absolute() or ".." in p.parts]
+    if outside:
+        fail(f"{meta_path}: frame path {outside[0]!r} leaves the capture folder (absolute or with '..')")
     missing = [str(p) for p in frames if not (args.src / p).is_file()]
     if missing:
         fail(f"{args.src}: {len(missing)} frames named in transforms.json are missing, e.g. {missing[0]!r}")
@@ -61,15 +69,20 @@ def main() -> None:
         for rel in frames:
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(args.src / rel, tmp / rel)
-            with Image.open(args.src / rel) as im:
-                w, h = im.size
-                small = im.convert("RGB").resize(
-                    (max(1, round(w / args.factor)), max(1, round(h / args.factor))), Image.Resampling.LANCZOS
-                )
-                small.save(small_dir / rel.name, quality=95)
+            try:
+                with Image.open(args.src / rel) as im:
+                    w, h = im.size
+                    small = im.convert("RGB").resize(
+                        (max(1, round(w / args.factor)), max(1, round(h / args.factor))), Image.Resampling.LANCZOS
+                    )
+            except (OSError, ValueError) as exc:  # PIL.UnidentifiedImageError is an OSError
+                raise BadFrame(f"{args.src / rel}: not a readable image ({type(exc).__name__})") from None
+            small.save(small_dir / rel.name, quality=95)
         os.replace(tmp, args.dest)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, BadFrame):
+            fail(str(exc))
         raise
     print(f"wrote {args.dest}: {len(frames)} frames, images/ and images_{args.factor}/")
 
