@@ -71,6 +71,19 @@ def test_coded_latents_match_the_training_estimate(exported_scene: Path) -> None
     assert shannon <= coded <= shannon * 1.01 + overhead
 
 
+def test_the_estimate_counts_the_stored_cameras_exactly(exported_scene: Path) -> None:
+    """The cameras are known while training: the estimate's camera bytes are the cameras section's payload, and its
+    total is latents + networks + cameras."""
+    data = exported_scene.read_bytes()
+    header, _ = decode_container(data)
+    estimate = header["estimate"]
+    cameras = [s for s in container_layout(data)["sections"] if s["name"] == "cameras"]
+    assert len(cameras) == 1
+    assert round(estimate["camera_MB"] * 1e6) == cameras[0]["payload_bytes"]
+    parts = estimate["latent_MB"] + estimate["network_MB"] + estimate["camera_MB"]
+    assert estimate["size_MB"] == pytest.approx(parts, abs=2e-9)  # each rounded to 9 decimals in the header
+
+
 def test_file_decodes_without_dataset_or_checkpoint(
     exported_scene: Path, loaded_checkpoint, tmp_path: Path, env
 ) -> None:

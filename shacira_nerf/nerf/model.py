@@ -25,6 +25,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 from torch.nn import Parameter
 
+from shacira_nerf.codec import pack_array
 from shacira_nerf.core.entropy_model import ENTROPY_MODELS
 from shacira_nerf.core.grid import ShaciraGrid
 from shacira_nerf.core.lookup import LOOKUP_CHOICES, LookupBackendError, available_backends
@@ -49,6 +50,18 @@ use "aot_eager", which captures the same graphs (forward and backward) without g
 class ShaciraConfigError(UserError):
     """A SHACIRA config value is invalid; the message names the field. Not a ValueError, so that tyro lets it
     through to the plugin's one-line ``error:`` (tyro draws its own multi-line box around a ValueError)."""
+
+
+CAMERA_RECORD_FLOATS = 18
+"""float64 numbers a scene file stores per training camera (``scene_file.cameras_to_array``: the 3x4 pose, fx, fy,
+cx, cy, width, height)."""
+
+
+def stored_camera_bytes(num_cameras: int) -> int:
+    """Bytes of a scene file's cameras section payload for ``num_cameras`` training cameras (``pack_array`` of an
+    [N, 18] float64 array). Known before training ends, so the size estimate counts them exactly: on lego's 100
+    cameras they are 14.4 kB, 5% of a 0.27 MB file, which the estimate used to leave out."""
+    return len(pack_array(np.zeros((0, CAMERA_RECORD_FLOATS)))) + 8 * CAMERA_RECORD_FLOATS * int(num_cameras)
 
 
 @dataclass
@@ -407,21 +420,25 @@ class ShaciraModel(NerfactoModel):
 
     @torch.no_grad()
     def estimate_size(self) -> Dict[str, float]:
-        """Estimated compressed size: hard-rounded latents under the entropy model, plus the stored networks.
+        """Estimated compressed size: hard-rounded latents under the entropy model, the stored networks, and the
+        training cameras the file keeps (``camera_MB``, exact: one record per training image).
 
         An estimate, not a file: like the coder, it renormalises each dimension's probabilities over the integers
         actually used ([min, max]); what it leaves out is the 16-bit quantization of the stored tables, the range
-        coder's final bytes per stream and the header (see ``shacira info`` for the file's real byte counts).
+        coder's final bytes per stream, the tables, the sections' framing and the header (see ``shacira info`` for
+        the file's real byte counts).
         """
         bits = sum(g.entropy_model.estimate_bits(torch.round(g.latents.values)) for g in self.grids.values())
         numels = [t.numel() for t in self.stored_network_tensors().values()]
         network_bytes = stored_network_bytes(numels, self.config.network_precision)
+        camera_bytes = stored_camera_bytes(self.num_train_data)
         latents = self.num_latents()
         estimate = {
             "bits_per_latent": bits / max(latents, 1),
             "latent_MB": bits / 8 / BYTES_PER_MB,
             "network_MB": network_bytes / BYTES_PER_MB,
-            "size_MB": (bits / 8 + network_bytes) / BYTES_PER_MB,
+            "camera_MB": camera_bytes / BYTES_PER_MB,
+            "size_MB": (bits / 8 + network_bytes + camera_bytes) / BYTES_PER_MB,
             "uncompressed_grid_MB": latents * 4 / BYTES_PER_MB,
         }
         estimate["ratio_to_float32_grid"] = estimate["uncompressed_grid_MB"] / max(estimate["latent_MB"], 1e-12)

@@ -51,7 +51,7 @@ from shacira_nerf.file_layer import (
     require_section,
     shown,
 )
-from shacira_nerf.nerf.model import ShaciraConfigError, ShaciraModel, ShaciraModelConfig
+from shacira_nerf.nerf.model import CAMERA_RECORD_FLOATS, ShaciraConfigError, ShaciraModel, ShaciraModelConfig
 
 __all__ = ["SCENE_KIND", "LoadedScene", "decode_scene", "encode_pipeline", "encode_scene", "load_scene"]
 
@@ -180,7 +180,9 @@ def cameras_to_array(cameras: Cameras) -> np.ndarray:
     intr = torch.cat(
         [cameras.fx, cameras.fy, cameras.cx, cameras.cy, cameras.width.double(), cameras.height.double()], dim=-1
     ).reshape(-1, 6)
-    return torch.cat([c2w, intr.double()], dim=-1).cpu().numpy()
+    out = torch.cat([c2w, intr.double()], dim=-1).cpu().numpy()
+    assert out.shape[1] == CAMERA_RECORD_FLOATS  # what the size estimate counts (model.stored_camera_bytes)
+    return out
 
 
 def check_camera_sizes(width: np.ndarray, height: np.ndarray, what: str) -> None:
@@ -196,7 +198,7 @@ def check_camera_sizes(width: np.ndarray, height: np.ndarray, what: str) -> None
 
 def cameras_from_array(arr: np.ndarray, expected: int) -> Cameras:
     """The stored training cameras, checked: [N, 18] floats, all finite, positive focal lengths, sane sizes."""
-    if arr.dtype.kind != "f" or arr.ndim != 2 or arr.shape[1] != 18:
+    if arr.dtype.kind != "f" or arr.ndim != 2 or arr.shape[1] != CAMERA_RECORD_FLOATS:
         raise ContainerError(f"cameras section is {arr.dtype} {arr.shape}, expected float [N, 18]")
     if arr.shape[0] != expected:
         raise ContainerError(f"cameras section holds {arr.shape[0]} cameras, the header says {expected}")
