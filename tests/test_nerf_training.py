@@ -32,20 +32,21 @@ def test_tiny_preset_trains_and_writes_a_checkpoint(short_run: Path) -> None:
 
 
 def test_training_logs_the_size_estimate(trained_runs: Dict[str, Path]) -> None:
-    """Every logged estimate is a size: bits >= 0, networks > 0, total = latents + networks; bits leave 0 later.
+    """Every logged estimate is a size: bits >= 0, networks and cameras > 0, total = latents + networks + cameras;
+    bits leave 0 later.
 
     Early in training every latent of a dimension rounds to one value, which costs 0 bits; the estimate's two sums
     then cancel, and before the clamp float rounding left them at -1.1e-7 on some machines and +1e-7 on others.
     """
-    names = ("size_MB", "bits_per_latent", "latent_MB", "network_MB")
+    names = ("size_MB", "bits_per_latent", "latent_MB", "network_MB", "camera_MB")
     for run in ("short", "lam0"):
         logged = {name: _scalars(trained_runs[run], f"Train Metrics Dict/estimate_{name}") for name in names}
         steps = [step for step, _ in logged["size_MB"]]
         assert len(steps) >= 2 and all([step for step, _ in values] == steps for values in logged.values())
-        for (_, size), (_, bits), (_, latent), (_, network) in zip(*logged.values()):
+        for (_, size), (_, bits), (_, latent), (_, network), (_, camera) in zip(*logged.values()):
             assert 0 <= bits < 32 and latent >= 0  # a latent never costs more than a float32
-            assert 0 < network < 10
-            assert size == pytest.approx(latent + network, rel=1e-6)  # tensorboard stores float32
+            assert 0 < network < 10 and 0 < camera < 1
+            assert size == pytest.approx(latent + network + camera, rel=1e-6)  # tensorboard stores float32
     # Once the latents have spread (after 50 steps without the rate term), coding them costs bits.
     assert logged["bits_per_latent"][-1][1] > 0.5, logged["bits_per_latent"]
 
