@@ -9,21 +9,25 @@ import platform
 import shlex
 import sys
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def machine() -> str:
-    """One line: CPU model and cores, GPU if any, torch version."""
-    cpu = platform.processor() or platform.machine()
+def cpu_model() -> Optional[str]:
+    """The CPU's model name from /proc/cpuinfo (None where there is none, e.g. not Linux)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return None
+
+
+def machine() -> str:
+    """One line: CPU model and cores, GPU if any, torch version."""
+    cpu = cpu_model() or platform.processor() or platform.machine()
     text = f"{cpu}, {os.cpu_count()} cores"
     try:
         import torch

@@ -43,6 +43,7 @@ from PIL import features
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import image_kodak  # noqa: E402
+from common import cpu_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ANCHOR_BPP = 0.266
@@ -110,15 +111,7 @@ def measure_image(path: Path, methods: Sequence[str]) -> Dict[str, List[Dict[str
 
 def machine() -> Dict[str, Optional[str]]:
     """``image_kodak.machine()`` plus the CPU model and the codec libraries."""
-    model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {**image_kodak.machine(), "cpu_model": model, "pillow": PIL.__version__,
+    return {**image_kodak.machine(), "cpu_model": cpu_model(), "pillow": PIL.__version__,
             "openjpeg": features.version("jpg_2000"), "libjpeg": features.version("jpg"),
             "libwebp": features.version("webp")}  # fmt: skip
 
