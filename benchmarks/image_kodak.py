@@ -124,13 +124,17 @@ def codec_setting(point: Dict) -> str:
     return f"rate={point['target_bpp']:g}" if "target_bpp" in point else f"q={point['quality']}"
 
 
+def interpolate(points: Sequence[Tuple[float, float]], x: float) -> Optional[float]:
+    """y at ``x`` on the curve through ``points`` (any order), linear between the two that bracket it; else None."""
+    pts = sorted(points)
+    if not pts or x < pts[0][0] or x > pts[-1][0]:
+        return None
+    return float(np.interp(x, [p[0] for p in pts], [p[1] for p in pts]))
+
+
 def psnr_at_bpp(curve: Sequence[Dict[str, float]], bpp: float) -> Optional[float]:
     """The codec's PSNR at ``bpp``, linear between its two nearest points; None outside the measured range."""
-    pts = sorted((p["bpp"], p["psnr"]) for p in curve)
-    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-    if not xs or bpp < xs[0] or bpp > xs[-1]:
-        return None
-    return float(np.interp(bpp, xs, ys))
+    return interpolate([(p["bpp"], p["psnr"]) for p in curve], bpp)
 
 
 CODECS: Dict[str, Tuple[str, Tuple[float, ...], Optional[str]]] = {

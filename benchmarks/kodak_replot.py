@@ -37,7 +37,6 @@ import time
 from pathlib import Path
 from typing import Dict, List, NamedTuple, NoReturn, Optional, Sequence, Tuple
 
-import numpy as np
 import PIL
 from PIL import features
 
@@ -132,14 +131,6 @@ def write_atomically(path: Path, write) -> None:  # noqa: ANN001
         raise
 
 
-def interpolate(points: Sequence[Tuple[float, float]], x: float) -> Optional[float]:
-    """y at ``x`` on the curve through ``points`` (any order), linear between the two that bracket it; else None."""
-    pts = sorted(points)
-    if not pts or x < pts[0][0] or x > pts[-1][0]:
-        return None
-    return float(np.interp(x, [p[0] for p in pts], [p[1] for p in pts]))
-
-
 CODEC_NAMES = {"jpeg": "JPEG", "webp": "WebP", "jpeg2000": "JPEG2000"}
 
 
@@ -191,7 +182,7 @@ def anchor_line(records: List[Dict]) -> str:
     parts = []
     for series in sorted(curves, key=lambda s: (not s.startswith("shacira"), s)):
         if series.startswith("shacira") or series == "jpeg2000":
-            value = interpolate(curves[series], ANCHOR_BPP)
+            value = image_kodak.interpolate(curves[series], ANCHOR_BPP)
             label = "JPEG2000 (ours)" if series == "jpeg2000" else series
             parts.append(f"{label} {value:.2f} dB" if value is not None else f"{label} - (out of range)")
     published = ", ".join(f"{a.name} {a.psnr:.2f} @ {a.bpp:.3f}" for a in PUBLISHED_ANCHORS)

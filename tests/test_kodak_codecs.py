@@ -58,8 +58,8 @@ def test_psnr_at_bpp_is_none_outside_the_range(j2k_curve: list) -> None:
 
 def test_mean_curve_interpolation_brackets() -> None:
     points = [(0.3, 30.0), (0.1, 26.0), (0.2, 28.0)]
-    assert kr.interpolate(points, 0.25) == pytest.approx(29.0)
-    assert kr.interpolate(points, 0.05) is None and kr.interpolate(points, 0.31) is None
+    assert ik.interpolate(points, 0.25) == pytest.approx(29.0)
+    assert ik.interpolate(points, 0.05) is None and ik.interpolate(points, 0.31) is None
 
 
 def test_missing_results_file_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
