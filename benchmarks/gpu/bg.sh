@@ -21,12 +21,41 @@
 #   bash benchmarks/gpu/bg.sh watch SECONDS [FILES...]   wait until all runs end or SECONDS pass; progress table;
 #                                                        runs.jsonl, logs.tgz and FILES (from /tmp/bench/out) to $OUT
 #                                                        exit 3: runs still going; 2: no runs on this machine
+#   bash benchmarks/gpu/bg.sh queue SECONDS QUEUE [FILES...]   like watch, but while it waits it also starts the
+#                                                        runs of the file QUEUE, in order, as slots free: the same
+#                                                        command in every call of a session keeps the GPU full.
+# A QUEUE line is `[VAR=value ...] q EST NAME SCENE METHOD ITERS [ns-train args]` (bash; # comments). A run starts
+# once: when fewer than MAX_RUNS (default 3) runs are going, its SCENE is under /tmp/bench/data (a later call may
+# carry it), and EST seconds from now (train, evaluate, export) end before the machine's deadline: HOLD seconds
+# (default 1560) after its first `setup`, since a machine is given back 30 minutes after it was started. Every start
+# happens in a call's foreground (see below), and nothing is started that the machine would not live to finish.
 set -uo pipefail
 root=/tmp/bench
-case "${1:?setup|start|finish|watch|stop|kodak}" in
+start_run() {  # NAME SCENE METHOD ITERS [ns-train args]: one run in its own process session
+  local name=$1 scene=$2; shift 2
+  local pin=(); [ -n "${CPUS:-}" ] && command -v taskset >/dev/null && pin=(taskset -c "$CPUS")  # e.g. CPUS=0-3
+  TRAIN_ONLY=$((1 - ${IN_PROCESS:-1})) IN_PROCESS=${IN_PROCESS:-1} OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} BENCH_OUT=$root/out setsid nohup "${pin[@]}" bash $root/bin/train_eval.sh \
+    "$root/data/$scene" "$name" "$@" >"$root/out/$name.stdout" 2>&1 </dev/null &
+  echo "started $name (pid $!)"
+}
+busy() { pgrep -f "$root/bin/train_eval.sh" >/dev/null || pgrep -f "benchmarks/image_kodak.py" >/dev/null; }
+q() {  # one QUEUE line (queue, above): start the run if it has not been and it can be now
+  local est=$1 name=$2 scene=$3
+  [ "$started" = 1 ] && return 0  # one start a pass: the next pass counts it among the runs going
+  [ -e "$root/out/$name.queued" ] && return 0
+  [ -d "$root/data/$scene" ] || return 0
+  [ "$(pgrep -fc "$root/bin/train_eval.sh")" -lt "${MAX_RUNS:-3}" ] || return 0
+  if [ $(($(date +%s) + est)) -gt "$deadline" ]; then
+    [ -e "$root/out/$name.late" ] || { echo "not starting $name: ${est} s from now is past the machine's deadline"; touch "$root/out/$name.late"; }
+    return 0
+  fi
+  touch "$root/out/$name.queued"; shift; start_run "$@"; started=1
+}
+case "${1:?setup|start|finish|watch|queue|stop|kodak}" in
 setup)
   mkdir -p $root/bin $root/out $root/data
-  cp benchmarks/gpu/*.sh benchmarks/gpu/*.py $root/bin/
+  [ -f $root/t0 ] || date +%s >$root/t0  # the machine's first setup: the queue's deadline counts from here
+  cp -n benchmarks/gpu/*.sh benchmarks/gpu/*.py $root/bin/  # -n: a later call never rewrites the scripts runs are reading
   for d in .gpu/*/; do [ -e "$d/transforms.json" ] || [ -e "$d/transforms_train.json" ] || continue
     [ -d "$root/data/$(basename "$d")" ] || cp -r "$d" "$root/data/"; done
   # A scene with a validation subset (val_subset.py) also becomes <scene>_val, whose test split is that subset: for
@@ -37,11 +66,7 @@ setup)
     cp "$s/transforms_valsub.json" "$v/transforms_test.json"; cp "$s/transforms_valsub.json" "$v/transforms_val.json"; done
   ls $root/data ;;
 start)
-  shift; name=$1; scene=$2; shift 2
-  pin=(); [ -n "${CPUS:-}" ] && command -v taskset >/dev/null && pin=(taskset -c "$CPUS")  # e.g. CPUS=0-3
-  TRAIN_ONLY=$((1 - ${IN_PROCESS:-1})) IN_PROCESS=${IN_PROCESS:-1} OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} BENCH_OUT=$root/out setsid nohup "${pin[@]}" bash $root/bin/train_eval.sh \
-    "$root/data/$scene" "$name" "$@" >"$root/out/$name.stdout" 2>&1 </dev/null &
-  echo "started $name (pid $!)" ;;
+  shift; start_run "$@" ;;
 finish)
   shift; name=$1; scene=$2; shift 2
   BENCH_OUT=$root/out bash $root/bin/train_eval.sh "$root/data/$scene" "$name" "$@" ;;
@@ -56,11 +81,20 @@ stop)
   # Patterns that match the run's processes but not this command's own shell (pkill -f would match "bg.sh stop NAME").
   pkill -f "train_eval.sh $root/data/[^ ]+ ${2:?NAME} " ; pkill -f -- "--timestamp $2 "; pkill -f -- "/$2/config.yml"
   sleep 1; pgrep -f -- "--timestamp $2 " >/dev/null && echo "$2 still running" || echo "stopped $2" ;;
-watch)
-  end=$((SECONDS + ${2:?SECONDS})); shift 2
+watch|queue)
+  mode=$1; end=$((SECONDS + ${2:?SECONDS})); shift 2
   [ -d $root/out ] || { echo "error: $root/out: no runs on this machine (a fresh one: the machine that ran them was given back)"; exit 2; }
-  busy() { pgrep -f "$root/bin/train_eval.sh" >/dev/null || pgrep -f "benchmarks/image_kodak.py" >/dev/null; }
-  while [ $SECONDS -lt $end ] && busy; do sleep 15; done
+  if [ "$mode" = queue ]; then
+    queue=${1:?QUEUE}; shift; [ -f "$queue" ] || { echo "error: $queue: no such queue file"; exit 2; }
+    deadline=$(($(cat $root/t0) + ${HOLD:-1560}))
+    while [ $SECONDS -lt $end ]; do
+      started=0; source "$queue"
+      [ $started = 1 ] && sleep 5 && continue  # a slot may still be free for the next line
+      busy || break; sleep 15
+    done
+  else
+    while [ $SECONDS -lt $end ] && busy; do sleep 15; done
+  fi
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
   for f in "$root"/out/*.log; do
     [ -e "$f" ] || continue
