@@ -25,6 +25,7 @@ from nerfstudio.model_components.renderers import RGBRenderer
 from shacira_nerf.core.quantizer import AnnealedQuantizer
 from shacira_nerf.nerf.capturable import (
     BatchPSNR,
+    ResidentCameraOptimizer,
     ResidentLinDispSampler,
     ResidentProposalSampler,
     ResidentRGBRenderer,
@@ -115,6 +116,29 @@ def test_batch_psnr_is_torchmetrics_psnr() -> None:
     torch.testing.assert_close(BatchPSNR()(images[0], images[1]), PeakSignalNoiseRatio(data_range=1.0)(*images))
 
 
+@pytest.mark.parametrize("mode", ["SO3xR3", "SE3", "off"])
+def test_the_resident_camera_optimizer_reports_nerfstudios_metrics_and_corrections(mode: str) -> None:
+    from nerfstudio.cameras.camera_optimizers import CameraOptimizer, CameraOptimizerConfig
+
+    ours = ResidentCameraOptimizer(CameraOptimizerConfig(mode=mode), num_cameras=5, device="cpu")
+    theirs = CameraOptimizer(CameraOptimizerConfig(mode=mode), num_cameras=5, device="cpu")
+    if mode != "off":
+        adjustment = torch.randn(5, 6, generator=torch.Generator().manual_seed(4)) * 0.05
+        with torch.no_grad():
+            ours.pose_adjustment.copy_(adjustment)
+            theirs.pose_adjustment.copy_(adjustment)
+    assert ours.state_dict().keys() == theirs.state_dict().keys()  # checkpoints load either way
+    got, expected = {}, {}
+    ours.get_metrics_dict(got)
+    theirs.get_metrics_dict(expected)
+    assert got.keys() == expected.keys() and (mode == "off") == (not got)
+    for key, value in got.items():
+        assert isinstance(value, torch.Tensor) and value.shape == ()  # a device tensor a graph can hold
+        torch.testing.assert_close(value, torch.as_tensor(expected[key], dtype=value.dtype), msg=key)
+    indices = torch.tensor([0, 3, 3])
+    torch.testing.assert_close(ours(indices), theirs(indices), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("mode", ["soft_round", "sga"])
 def test_the_device_schedule_gives_the_python_schedules_values(mode: str) -> None:
     q = AnnealedQuantizer(mode=mode, anneal_fraction=0.7).train()
@@ -133,7 +157,7 @@ def test_the_device_schedule_gives_the_python_schedules_values(mode: str) -> Non
     assert float(restored.annealed_value) == pytest.approx(float(q.annealed_value), rel=1e-6)
 
 
-def _pipeline(device: str = "cpu", rays: int = 64):
+def _pipeline(device: str = "cpu", rays: int = 64, camera_optimizer: str = "off"):
     from nerfstudio.configs.method_configs import all_methods
     from nerfstudio.data.dataparsers.blender_dataparser import BlenderDataParserConfig
 
@@ -142,6 +166,7 @@ def _pipeline(device: str = "cpu", rays: int = 64):
     cfg = copy.deepcopy(all_methods["shacira-tiny"])
     cfg.pipeline.datamanager.dataparser = BlenderDataParserConfig(data=SCENE)
     cfg.pipeline.datamanager.train_num_rays_per_batch = rays
+    cfg.pipeline.model.camera_optimizer.mode = camera_optimizer  # the Blender flags' "off"; a capture's "SO3xR3"
     torch.manual_seed(0)
     pipeline = cfg.pipeline.setup(device=device, test_mode="val")
     pipeline.train()
@@ -276,10 +301,18 @@ def _grads(model) -> dict:  # noqa: ANN001
 
 
 @needs_cuda
-@pytest.mark.parametrize("updated", [True, False], ids=["proposals-trained", "proposals-frozen"])
-def test_a_replayed_step_gives_the_eager_steps_losses_and_gradients(updated: bool) -> None:
-    pipeline = _pipeline("cuda")
+@pytest.mark.parametrize(
+    "updated, camera_optimizer",
+    [(True, "off"), (False, "off"), (True, "SO3xR3")],
+    ids=["proposals-trained", "proposals-frozen", "camera-optimizer"],  # SO3xR3: nerfacto's default on a capture
+)
+def test_a_replayed_step_gives_the_eager_steps_losses_and_gradients(updated: bool, camera_optimizer: str) -> None:
+    pipeline = _pipeline("cuda", camera_optimizer=camera_optimizer)
     model = pipeline.model
+    if camera_optimizer != "off":  # pose adjustments away from zero, so that their gradients and metrics say something
+        with torch.no_grad():
+            adjustment = model.camera_optimizer.pose_adjustment
+            adjustment.copy_(torch.randn(adjustment.shape, generator=torch.Generator().manual_seed(5)) * 0.02)
     for module in model.modules():  # no jitter: a replay and an eager step compute the same numbers
         if hasattr(module, "train_stratified"):
             module.train_stratified = False
@@ -304,6 +337,11 @@ def test_a_replayed_step_gives_the_eager_steps_losses_and_gradients(updated: boo
         for key, value in losses.items():
             torch.testing.assert_close(got_losses[key], value.detach(), rtol=1e-4, atol=1e-6, msg=f"{key} {replay}")
         torch.testing.assert_close(got_metrics["psnr"], metrics["psnr"].detach(), rtol=1e-4, atol=1e-4)
+        camera_metrics = [k for k in metrics if k.startswith("camera_opt_")]
+        assert len(camera_metrics) == (4 if camera_optimizer != "off" else 0)
+        assert camera_optimizer == "off" or "camera_opt_regularizer" in got_losses
+        for key in camera_metrics:
+            torch.testing.assert_close(got_metrics[key], metrics[key], rtol=1e-6, atol=1e-7, msg=key)
         assert all(isinstance(p, torch.nn.Parameter) for p in model.parameters())  # the captures put them back
         grads = _grads(model)
         assert grads.keys() == expected.keys()

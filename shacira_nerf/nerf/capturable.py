@@ -2,7 +2,8 @@
 
 Why: nerfstudio's uniform samplers build their bins on the host and copy them to the GPU every call, its RGB
 renderer copies the named background colour (nerfacto: twice a step), torchmetrics' stateful PSNR reads back to the
-host, and the proposal sampler's annealing exponent is a Python float. Each copy makes the host wait for the GPU
+host, the proposal sampler's annealing exponent is a Python float, and the camera optimizer's rotation metrics are
+copied to the host (``numpy.rad2deg(rot.mean().cpu())``) every step. Each copy makes the host wait for the GPU
 (4 of the 25 synchronisations of an H200 shacira step, benchmarks/README.md), and none of them can be recorded in a
 CUDA graph (``step_graph.py``), which needs every step's work on the device and every per-step number in device
 memory. Each class here computes what its nerfstudio parent computes, from device tensors; the tests check the
@@ -15,6 +16,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 from jaxtyping import Float
+from nerfstudio.cameras.camera_optimizers import CameraOptimizer
 from nerfstudio.cameras.rays import RayBundle, RaySamples
 from nerfstudio.model_components import renderers
 from nerfstudio.model_components.ray_samplers import (
@@ -126,3 +128,23 @@ class BatchPSNR(nn.Module):
     def forward(self, preds: Float[Tensor, "*any"], target: Float[Tensor, "*any"]) -> Float[Tensor, ""]:
         mse = torch.mean((preds.float() - target.float()) ** 2)
         return -10.0 * torch.log10(mse)
+
+
+class ResidentCameraOptimizer(CameraOptimizer):
+    """nerfstudio's ``CameraOptimizer`` whose step metrics stay on the device.
+
+    nerfacto's default camera optimizer (``SO3xR3``, on for any real capture) reports the mean and largest rotation of
+    its pose adjustments in degrees through ``numpy.rad2deg(rot.mean().cpu())``: a copy to the host every step, which
+    a CUDA graph capture refuses ("Cannot copy between CPU and CUDA tensors during CUDA graph capture"), so training
+    with graphs crashed at its first step on every capture but the Blender scenes (whose flags turn it off). The same
+    four numbers, as 0-d tensors on the parameters' device.
+    """
+
+    def get_metrics_dict(self, metrics_dict: dict) -> None:
+        if self.config.mode != "off":
+            trans = self.pose_adjustment[:, :3].detach().norm(dim=-1)
+            rot = self.pose_adjustment[:, 3:].detach().norm(dim=-1)
+            metrics_dict["camera_opt_translation_max"] = trans.max()
+            metrics_dict["camera_opt_translation_mean"] = trans.mean()
+            metrics_dict["camera_opt_rotation_mean"] = torch.rad2deg(rot.mean())
+            metrics_dict["camera_opt_rotation_max"] = torch.rad2deg(rot.max())

@@ -8,6 +8,7 @@ normalised per latent as in the appendix's eq. 3: ``rate_loss = rate_lambda * to
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple, Type
 
@@ -32,7 +33,13 @@ from shacira_nerf.core.lookup import LOOKUP_CHOICES, LookupBackendError, availab
 from shacira_nerf.core.precision import NETWORK_PRECISIONS, round_to_precision_, stored_network_bytes
 from shacira_nerf.core.quantizer import QUANTIZER_MODES, AnnealedQuantizer
 from shacira_nerf.errors import UserError
-from shacira_nerf.nerf.capturable import BatchPSNR, ResidentProposalSampler, ResidentRGBRenderer, ResidentUniformSampler
+from shacira_nerf.nerf.capturable import (
+    BatchPSNR,
+    ResidentCameraOptimizer,
+    ResidentProposalSampler,
+    ResidentRGBRenderer,
+    ResidentUniformSampler,
+)
 from shacira_nerf.nerf.compiled import compile_hot_paths
 from shacira_nerf.nerf.fields import ShaciraDensityField, ShaciraNerfactoField, make_grid
 from shacira_nerf.nerf.lpips import LazyLPIPS
@@ -238,7 +245,10 @@ class ShaciraModel(NerfactoModel):
             appearance_embedding_dim=cfg.appearance_embed_dim if cfg.use_appearance_embedding else 0,
             average_init_density=cfg.average_init_density,
         )
-        self.camera_optimizer = cfg.camera_optimizer.setup(num_cameras=self.num_train_data, device="cpu")
+        # nerfstudio's camera optimizer with device-side metrics (capturable.py): the same parameters and checkpoint
+        # keys, and a step a CUDA graph can record.
+        camera_cfg = dataclasses.replace(cfg.camera_optimizer, _target=ResidentCameraOptimizer)
+        self.camera_optimizer = camera_cfg.setup(num_cameras=self.num_train_data, device="cpu")
 
         self.proposal_networks = torch.nn.ModuleList()
         n_nets = 1 if cfg.use_same_proposal_network else cfg.num_proposal_iterations
