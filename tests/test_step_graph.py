@@ -264,6 +264,18 @@ def test_parameters_replaced_swaps_shared_modules_and_tied_parameters_once_and_p
     assert list(model.parameters()) == params
 
 
+def test_graphs_are_the_default_only_where_they_are_tested() -> None:
+    from shacira_nerf.nerf.model import graphs_untested_because
+
+    assert graphs_untested_because("cuda", False, ["triton", "triton"], "off") is None
+    assert "CUDA" in graphs_untested_because("cpu", False, ["torch"], "off")
+    assert "compile" in graphs_untested_because("cuda", True, ["triton"], "off")
+    assert "Triton" in graphs_untested_because("cuda", False, ["triton", "tcnn"], "off")
+    # nerfacto's default on a capture: eager, with the flags that choose otherwise
+    reason = graphs_untested_because("cuda", False, ["triton"], "SO3xR3")
+    assert "SO3xR3" in reason and "--pipeline.model.cuda-graph True" in reason
+
+
 def test_cuda_graph_needs_a_cuda_device_and_no_compile() -> None:
     from nerfstudio.configs.method_configs import all_methods
 

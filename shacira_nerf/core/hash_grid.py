@@ -10,6 +10,7 @@ the ``2**dim`` surrounding rows.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import List, Tuple
@@ -101,7 +102,14 @@ def _round_up(value: int, multiple: int) -> int:
     return (value + multiple - 1) // multiple * multiple
 
 
+@functools.lru_cache(maxsize=64)
 def _level_constants(geometry: GridGeometry, device: torch.device) -> Tuple[Tensor, ...]:
+    """Per-level scales, resolutions, sizes, offsets and dense flags on ``device``, made once per geometry.
+
+    Why cached: making them copies host lists to the device, which a CUDA graph capture refuses. The Triton lookup's
+    gradient in the points (the camera optimizer's path) runs this reference inside the captured backward; its warmup
+    fills the cache, so the capture reads device tensors only. Callers never write to them.
+    """
     scales = torch.tensor(geometry.scales, dtype=torch.float32, device=device)
     res = torch.tensor(geometry.resolutions, dtype=torch.int64, device=device)
     sizes = torch.tensor(geometry.level_sizes, dtype=torch.int64, device=device)
