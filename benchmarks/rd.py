@@ -39,9 +39,14 @@ def _networks_lr(method: str, command: str) -> float:
     return float(m.group(1)) if m else (5e-4 if method == "shacira" else 1e-2)
 
 
-def _lambda(command: str):
+def _lambda(command: str) -> float:
+    """The command's λ, else ``ShaciraModelConfig``'s default: collect runs beside the wheel that trained them."""
     m = re.search(r"--pipeline\.model\.rate-lambda\s+(\S+)", command)
-    return float(m.group(1)) if m else 1e-4
+    if m:
+        return float(m.group(1))
+    from shacira_nerf.nerf.model import ShaciraModelConfig
+
+    return ShaciraModelConfig.rate_lambda
 
 
 def _nerfacto_lr(command: str) -> float:
