@@ -55,6 +55,22 @@ def _nerfacto_lr(command: str) -> float:
     return float(m.group(1)) if m else 1e-2
 
 
+def _variant(command: str) -> str:
+    """What a shacira run changed besides λ (its own line on the plot): the field's table size, the entropy model,
+    the decoders' learning rate, the seed; "" for the defaults."""
+    parts = []
+    for flag, fmt in (
+        (r"--pipeline\.model\.log2-hashmap-size\s+(\d+)", "2^{} table"),
+        (r"--pipeline\.model\.entropy-model\s+(\S+)", "{}"),
+        (r"--optimizers\.shacira-decoders\.optimizer\.lr\s+(\S+)", "decoders lr {}"),
+        (r"--machine\.seed\s+(\d+)", "seed {}"),
+    ):
+        m = re.search(flag, command)
+        if m and not (fmt == "seed {}" and m.group(1) == "42"):
+            parts.append(fmt.format(m.group(1)))
+    return ", ".join(parts)
+
+
 def _log2_table(command: str) -> int:
     m = re.search(r"--pipeline\.model\.log2-hashmap-size\s+(\d+)", command)
     return int(m.group(1)) if m else 19
@@ -123,7 +139,11 @@ def plot(scene: str, tag: str = "") -> None:
     for r in rows:
         # Rows written before the quantizer was recorded all ran soft rounding (then the only NeRF default).
         quantizer = r.get("quantizer", _quantizer(r["command"], "soft_round"))
-        method = f"shacira {quantizer}" if r["method"] == "shacira" else f"nerfacto, lr {_nerfacto_lr(r['command']):g}"
+        if r["method"] == "shacira":
+            variant = _variant(r["command"])
+            method = f"shacira {quantizer}{f' ({variant})' if variant else ''}"
+        else:
+            method = f"nerfacto, lr {_nerfacto_lr(r['command']):g}"
         series.setdefault(f"{method}, {r['iterations']} its", []).append(r)
     for key, members in sorted(series.items()):
         pts = sorted((r["size_bytes"] / 1e6, r["psnr"], r["size_bytes"], r) for r in members)
@@ -132,6 +152,12 @@ def plot(scene: str, tag: str = "") -> None:
         for mb, psnr, _, r in pts:
             label = f"λ={r['lambda']:g}" if shacira else f"2^{_log2_table(r['command'])}"
             ax.annotate(label, (mb, psnr), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    longest = max((r["iterations"] for r in rows if r["method"] == "nerfacto"), default=None)
+    if longest is not None:  # the reference a ΔPSNR is read against: the best nerfacto at its longest length
+        best = max(r["psnr"] for r in rows if r["method"] == "nerfacto" and r["iterations"] == longest)
+        ax.axhline(best, color="gray", linestyle=":", linewidth=1)
+        ax.annotate(f"best nerfacto, {longest} its: {best:.2f} dB", (0.38, best), xycoords=("axes fraction", "data"),
+                    textcoords="offset points", xytext=(0, 3), fontsize=7, color="gray")  # fmt: skip
     for name, mb, psnr in PUBLISHED:
         ax.plot([mb], [psnr], marker="*", color="gray", markersize=9, linestyle="none")
         ax.annotate(name, (mb, psnr), textcoords="offset points", xytext=(5, -9), fontsize=7, color="gray")
@@ -153,7 +179,7 @@ def plot(scene: str, tag: str = "") -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in sorted(rows, key=lambda r: (r["method"], -r["size_bytes"])):
         lam = (
-            f"λ {r['lambda']:g}"
+            f"λ {r['lambda']:g}" + (f" ({_variant(r['command'])})" if _variant(r["command"]) else "")
             if r["method"] == "shacira"
             else f"2^{_log2_table(r['command'])}, lr {_nerfacto_lr(r['command']):g}"
         )
