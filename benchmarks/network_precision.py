@@ -1,6 +1,7 @@
 """What storing a scene's networks as float16 or int8 costs in quality: the same rays rendered at each precision.
 
-Loads a `.shac` scene file (float32 networks, as files written before `network_precision` store them), renders the
+Loads a `.shac` scene file (float32 networks, as files written before `network_precision` store them; a file with
+float16 networks measures int8 from its float16 weights), renders the
 same random pixels of a Blender scene's test views with its networks as stored, rounded to float16 and rounded to
 int8 (``ShaciraModel.round_networks``; each from the float32 weights, no retraining), and reports PSNR of each against
 the ground truth (white background), the difference, and the network bytes at each precision (payloads: values, and
@@ -35,8 +36,11 @@ def render_rays(model, cameras, camera_indices, coords, chunk: int = 1024) -> to
     return torch.cat(out)
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return -10.0 * math.log10(float(torch.mean((a - b) ** 2)))
+def psnr(a: torch.Tensor, b: torch.Tensor):
+    """PSNR in dB (peak 1); None where the two are equal (a file whose networks are float16 already renders the
+    same at float16)."""
+    mse = float(torch.mean((a - b) ** 2))
+    return None if mse == 0 else -10.0 * math.log10(mse)
 
 
 def network_bytes(model, precision: str) -> int:

@@ -40,7 +40,8 @@ def test_decoded_latents_are_bit_identical_and_renders_equal(exported_scene: Pat
         assert torch.equal(grid.integer_latents(), loaded.model.grids[name].integer_latents()), name
     cameras = loaded_checkpoint.datamanager.train_dataset.cameras
     assert loaded.cameras is not None and len(loaded.cameras) == len(cameras)
-    assert torch.allclose(loaded.cameras.camera_to_worlds, cameras.camera_to_worlds)
+    for key in ("camera_to_worlds", "fx", "fy", "cx", "cy", "width", "height"):  # the file's cameras, bit for bit
+        assert torch.equal(getattr(loaded.cameras, key), getattr(cameras, key).to(getattr(loaded.cameras, key))), key
     for i in (0, 7):
         with torch.no_grad():
             a = trained.get_outputs_for_camera(cameras[i : i + 1])["rgb"]
@@ -69,6 +70,32 @@ def test_coded_latents_match_the_training_estimate(exported_scene: Path) -> None
     assert abs(coded - estimate_bytes) <= 0.02 * estimate_bytes + overhead, (coded, estimate_bytes)
     shannon = sum(g["shannon_bits"] for g in header["grids"].values()) / 8
     assert shannon <= coded <= shannon * 1.01 + overhead
+
+
+def test_cameras_are_stored_in_float32_and_read_back_as_written() -> None:
+    """A reader gives cameras back as float32 poses and intrinsics and integer sizes, so the file stores 4 bytes a
+    number and nothing read back changes; only a size float32 cannot hold makes the record float64."""
+    from nerfstudio.cameras.cameras import Cameras
+
+    from shacira_nerf.nerf.scene_file import cameras_from_array, cameras_to_array
+
+    def cameras(dtype: torch.dtype, width: int) -> Cameras:
+        c2w = torch.eye(4, dtype=dtype)[:3].repeat(3, 1, 1) + torch.linspace(0, 1, 36, dtype=dtype).view(3, 3, 4) / 7
+        fx = torch.full((3, 1), 555.5555, dtype=torch.float64)  # as the Blender parser gives it
+        return Cameras(camera_to_worlds=c2w, fx=fx, fy=fx, cx=200.0, cy=100.5, width=width, height=1)
+
+    for dtype in (torch.float32, torch.float64):
+        written = cameras(dtype, 400)
+        arr = cameras_to_array(written)
+        assert arr.dtype == np.float32 and arr.shape == (3, 18)
+        back = cameras_from_array(arr, 3)
+        for key in ("camera_to_worlds", "fx", "fy", "cx", "cy", "width", "height"):
+            value = getattr(written, key)
+            assert torch.equal(getattr(back, key), value.float() if value.is_floating_point() else value), key
+    wide = cameras(torch.float32, 2**24 + 1)  # 16,777,217 x 1 pixels: within the file's pixel bound, not a float32
+    arr = cameras_to_array(wide)
+    assert arr.dtype == np.float64 and int(arr[0, 16]) == 2**24 + 1
+    assert torch.equal(cameras_from_array(arr, 3).width, wide.width)
 
 
 def test_the_estimate_counts_the_stored_cameras_exactly(exported_scene: Path) -> None:
