@@ -127,6 +127,29 @@ def loaded_checkpoint(short_run: Path):
 PYTHON = sys.executable
 
 
+def small_scene_model(**settings):  # noqa: ANN003, ANN201
+    """A small ShaciraModel on the torch lookup, built without data (4 levels, 2^10 rows; proposal grids of 3 levels,
+    2^8 rows), with random integer latents and perturbed networks, so every section of its file is a real one.
+    ``settings`` override ShaciraModelConfig fields."""
+    from nerfstudio.data.scene_box import SceneBox
+
+    from shacira_nerf.nerf.model import ShaciraModelConfig
+
+    proposal = {"hidden_dim": 8, "log2_hashmap_size": 8, "num_levels": 3, "max_res": 32, "use_linear": False}
+    defaults = dict(num_levels=4, log2_hashmap_size=10, max_res=64, hidden_dim=16, hidden_dim_color=16,
+                    proposal_net_args_list=[dict(proposal), dict(proposal)], implementation="torch")  # fmt: skip
+    config = ShaciraModelConfig(**{**defaults, **settings})
+    config.camera_optimizer.mode = "off"
+    torch.manual_seed(0)
+    model = config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1, metadata={})
+    with torch.no_grad():
+        for grid in model.grids.values():
+            grid.latents.values.copy_(torch.randint(-3, 4, grid.latents.values.shape).float())
+        for p in model.stored_network_tensors().values():
+            p.add_(torch.randn_like(p) * 0.05)  # no zero biases: every tensor a real grid
+    return model
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """The plugin's known third-party warnings stay hidden in tests too (pytest resets the filters for each test)."""
     from shacira_nerf.warnings_filter import KNOWN_WARNINGS

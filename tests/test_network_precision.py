@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import small_scene_model
 
 from shacira_nerf.codec import (
     ContainerError,
@@ -99,32 +100,12 @@ def test_scaled_int8_payload_is_checked_against_the_expected_shape() -> None:
         pack_scaled_int8(values.astype(np.int16), 1.0)
 
 
-def _small_scene_model(precision: str):
-    from nerfstudio.data.scene_box import SceneBox
-
-    from shacira_nerf.nerf.model import ShaciraModelConfig
-
-    proposal = {"hidden_dim": 8, "log2_hashmap_size": 8, "num_levels": 3, "max_res": 32, "use_linear": False}
-    config = ShaciraModelConfig(num_levels=4, log2_hashmap_size=10, max_res=64, hidden_dim=16, hidden_dim_color=16,
-                                proposal_net_args_list=[dict(proposal), dict(proposal)], implementation="torch",
-                                network_precision=precision)  # fmt: skip
-    config.camera_optimizer.mode = "off"
-    torch.manual_seed(0)
-    model = config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=1, metadata={})
-    with torch.no_grad():
-        for grid in model.grids.values():
-            grid.latents.values.copy_(torch.randint(-3, 4, grid.latents.values.shape).float())
-        for p in model.stored_network_tensors().values():
-            p.add_(torch.randn_like(p) * 0.05)  # no zero biases: every tensor a real grid
-    return model
-
-
 def test_scene_file_stores_int8_networks_bit_exactly() -> None:
     """A scene at network_precision int8: after rounding, the file holds int8 sections with scales, a quarter of
     the float32 bytes and half of float16's, and decodes to exactly the rounded weights."""
     from shacira_nerf.nerf.scene_file import decode_scene, encode_scene
 
-    model = _small_scene_model("int8")
+    model = small_scene_model(network_precision="int8")
     model.round_networks()
     tensors = model.stored_network_tensors()
     data = encode_scene(model)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, small_scene_model
 
 from shacira_nerf.codec import ContainerError, container_layout, decode_container, encode_container
 from shacira_nerf.nerf.scene_file import decode_scene, encode_pipeline, load_scene
@@ -323,3 +323,25 @@ def test_training_ends_with_networks_the_file_stores_as_float16(exported_scene: 
     _, sections = decode_container(exported_scene.read_bytes())
     stored = {n: unpack_array(p) for n, p in sections.items() if n.startswith("network/")}
     assert stored and sum(a.dtype == np.float16 for a in stored.values()) >= len(stored) - 1
+
+
+def test_proposal_tables_shrink_with_their_flag_and_the_file_rebuilds_them() -> None:
+    """``proposal_log2_hashmap_size`` sets every proposal grid's largest table (the field's stays), and a reader
+    rebuilds the same grids from the header: the same geometry and the same integer latents."""
+    from shacira_nerf.nerf.model import ShaciraConfigError, ShaciraModelConfig
+    from shacira_nerf.nerf.scene_file import decode_scene, encode_scene
+
+    default, small = small_scene_model(), small_scene_model(proposal_log2_hashmap_size=5)
+    for name, grid in small.grids.items():
+        assert grid.geometry.log2_hashmap_size == (10 if name == "field" else 5), name
+        assert max(grid.geometry.level_sizes) <= 2**grid.geometry.log2_hashmap_size, name
+    assert small.grids["field"].latents.values.numel() == default.grids["field"].latents.values.numel()
+    assert all(small.grids[n].latents.values.numel() < default.grids[n].latents.values.numel()
+               for n in small.grids if n != "field")  # fmt: skip
+    decoded = decode_scene(encode_scene(small)).model
+    assert decoded.config.proposal_log2_hashmap_size == 5
+    for name, grid in small.grids.items():
+        assert decoded.grids[name].geometry == grid.geometry, name
+        assert torch.equal(decoded.grids[name].latents.values, grid.latents.values), name
+    with pytest.raises(ShaciraConfigError, match="proposal_log2_hashmap_size must be 0 .* or in \\[4, 26\\], got 3"):
+        ShaciraModelConfig(proposal_log2_hashmap_size=3)

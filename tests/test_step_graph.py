@@ -10,6 +10,7 @@ schedule's phases get their own graphs.
 from __future__ import annotations
 
 import copy
+import threading
 
 import pytest
 import torch
@@ -362,6 +363,44 @@ def test_a_replayed_step_gives_the_eager_steps_losses_and_gradients(updated: boo
             torch.testing.assert_close(
                 grad, expected[name], rtol=1e-3, atol=1e-3 * scale + 1e-9, msg=lambda m, n=name: f"{n}: {m}"
             )
+
+
+@needs_cuda
+def test_a_capture_survives_another_threads_cuda_calls() -> None:
+    # nerfstudio's trainer runs threads beside the training loop (data loaders pinning and copying batches); in
+    # CUDA's "global" capture mode one of their calls during a capture invalidates it and the step fails. Here a
+    # thread allocates fresh page-locked buffers and copies them to the GPU on its own stream, as a prefetching
+    # loader does, for as long as the first capture takes.
+    pipeline = _pipeline("cuda")
+    model = pipeline.model
+    model.config.cuda_graph = True
+    ray_bundle, batch = pipeline.datamanager.next_train(0)
+    stop, calls, errors = threading.Event(), [0], []
+
+    def loader() -> None:
+        stream = torch.cuda.Stream()
+        try:
+            while not stop.is_set():
+                with torch.cuda.stream(stream):
+                    host = torch.full((1024 * (1 + calls[0] % 64),), 1.0).pin_memory()
+                    host.to("cuda", non_blocking=True).sum()
+                calls[0] += 1
+        except Exception as exc:  # noqa: BLE001 - the loader's own failure is reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=loader, daemon=True)
+    thread.start()
+    try:
+        losses, _ = model.graphed_train_losses(ray_bundle, batch)
+        sum(losses.values()).backward()
+    finally:
+        stop.set()
+        thread.join()
+    torch.cuda.synchronize()
+    assert not errors, errors
+    assert calls[0] > 10  # the thread ran during the capture
+    assert model.__dict__["_step_graphs"].captures == 1
+    assert all(torch.isfinite(v).all() for v in losses.values())
 
 
 @needs_cuda

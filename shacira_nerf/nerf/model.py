@@ -111,6 +111,11 @@ class ShaciraModelConfig(NerfactoModelConfig):
     """Soft-rounding sharpness at the first step (small: nearly the identity)."""
     soft_round_alpha_end: float = 32.0
     """Soft-rounding sharpness at the end of annealing (large: nearly hard rounding)."""
+    proposal_log2_hashmap_size: int = 0
+    """log2 of the largest table of every proposal network's grid; 0 keeps each network's own in
+    ``proposal_net_args_list`` (nerfacto's: 17). Why a flag of its own: the proposal grids only model coarse density,
+    yet they are a growing part of small files (23% of a 0.53 MB lego file with 2^16 field tables,
+    benchmarks/README.md), and nerfstudio's command line cannot set a key inside ``proposal_net_args_list``."""
     entropy_filters: Tuple[int, ...] = (3, 3, 3)
     """Hidden widths of each CDF MLP of the entropy model."""
     entropy_model: str = "factorized"
@@ -197,6 +202,12 @@ class ShaciraModelConfig(NerfactoModelConfig):
             (not (self.cuda_graph is True and self.compile), "cuda_graph", "cannot be combined with compile", True),
             (self.num_levels >= 1, "num_levels", "must be >= 1", self.num_levels),
             (4 <= self.log2_hashmap_size <= 26, "log2_hashmap_size", "must be in [4, 26]", self.log2_hashmap_size),
+            (
+                self.proposal_log2_hashmap_size == 0 or 4 <= self.proposal_log2_hashmap_size <= 26,
+                "proposal_log2_hashmap_size",
+                "must be 0 (each proposal network's own) or in [4, 26]",
+                self.proposal_log2_hashmap_size,
+            ),
         ]
         for ok, name, rule, value in checks:
             if not ok:
@@ -288,7 +299,7 @@ class ShaciraModel(NerfactoModel):
                         args.get("num_levels", 8),
                         args.get("base_res", 16),
                         args.get("max_res", 1024),
-                        args.get("log2_hashmap_size", 18),
+                        cfg.proposal_log2_hashmap_size or args.get("log2_hashmap_size", 18),
                     ),  # fmt: skip
                     num_layers=args.get("num_layers", 2),
                     hidden_dim=args.get("hidden_dim", 64),

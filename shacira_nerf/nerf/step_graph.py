@@ -21,6 +21,7 @@ evaluation and rendering. Not with data-parallel training (several GPUs) or ``co
 
 from __future__ import annotations
 
+import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
@@ -194,7 +195,7 @@ class StepGraphs:
         try:
             # The trainer's autocast caches casts between calls, which a graph cannot replay: caching off here.
             with torch.autocast("cuda", dtype=dtype, enabled=torch.is_autocast_enabled("cuda"), cache_enabled=False):
-                graphed_fn = torch.cuda.make_graphed_callables(recorded, static + aliases, allow_unused_input=True)
+                graphed_fn = make_graphed_thread_local(recorded, static + aliases)
         finally:
             restore()
             clear_step_caches(self.model)
@@ -207,6 +208,36 @@ class StepGraphs:
         self.captures += 1
         self.graphs[key] = (wrapper, graphed)
         return wrapper, graphed
+
+
+class _ThreadLocalCapture(torch.cuda.graph):
+    """``torch.cuda.graph`` whose capture mode defaults to "thread_local" (``make_graphed_thread_local``)."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        kwargs.setdefault("capture_error_mode", "thread_local")
+        super().__init__(*args, **kwargs)
+
+
+def make_graphed_thread_local(function: Callable[..., Tuple[Tensor, ...]], sample_args: Tuple[Tensor, ...]) -> Callable:
+    """``torch.cuda.make_graphed_callables(function, sample_args)``, its captures in CUDA's "thread_local" mode.
+
+    Why: in the default "global" mode a call CUDA deems unsafe during a capture (allocating page-locked memory, a
+    synchronizing copy) made by *any* thread of the process invalidates the capture, and the step fails. nerfstudio's
+    trainer has such threads beside the training loop (data loaders pinning batches in the background); only this
+    thread's work is recorded, so only this thread's calls need to be checked. torch releases since pytorch#188832
+    take the mode as an argument; older ones (the H200's 2.11) get it as the default of the ``torch.cuda.graph``
+    that ``make_graphed_callables`` opens, for the duration of this call.
+    """
+    if "capture_error_mode" in inspect.signature(torch.cuda.make_graphed_callables).parameters:
+        return torch.cuda.make_graphed_callables(
+            function, sample_args, allow_unused_input=True, capture_error_mode="thread_local"
+        )
+    original = torch.cuda.graph
+    torch.cuda.graph = _ThreadLocalCapture  # type: ignore[misc]
+    try:
+        return torch.cuda.make_graphed_callables(function, sample_args, allow_unused_input=True)
+    finally:
+        torch.cuda.graph = original  # type: ignore[misc]
 
 
 @contextmanager
