@@ -152,13 +152,15 @@ def need_keys(values: Mapping[str, Any], what: str, known: Sequence[str]) -> Non
 def read_setting(what: str, value: Any, default: Any, kind: Any, int_range: Tuple[int, int] = (0, 2**31 - 1)) -> Any:
     """One application setting from a header, checked against the type of its dataclass default: a Literal's
     choices, bool, int (in ``int_range``; for a tuple default, each item), finite float, short str, a dict of finite
-    numbers, or None/str for an optional string."""
+    numbers, or None or a value for an optional bool or string."""
     if typing.get_origin(kind) is typing.Literal:
         if value not in typing.get_args(kind):
             raise ContainerError(f"header {what} must be one of {typing.get_args(kind)}, got {shown(value)}")
         return value
-    if default is None:
-        return None if value is None else need_str(value, what)
+    if default is None:  # an Optional setting: None, or a value of its one other type (bool or str)
+        if value is None:
+            return None
+        return need_bool(value, what) if bool in typing.get_args(kind) else need_str(value, what)
     if isinstance(default, bool):
         return need_bool(value, what)
     if isinstance(default, int):

@@ -345,3 +345,19 @@ def test_proposal_tables_shrink_with_their_flag_and_the_file_rebuilds_them() -> 
         assert torch.equal(decoded.grids[name].latents.values, grid.latents.values), name
     with pytest.raises(ShaciraConfigError, match="proposal_log2_hashmap_size must be 0 .* or in \\[4, 26\\], got 3"):
         ShaciraModelConfig(proposal_log2_hashmap_size=3)
+
+
+@pytest.mark.parametrize("cuda_graph", [True, False])
+def test_a_file_trained_with_cuda_graph_set_decodes_on_a_cpu(cuda_graph: bool) -> None:
+    """``--pipeline.model.cuda-graph True`` or ``False`` (how a GPU run's steps ran) is stored in the header as a
+    bool; a reader on a machine without CUDA, where True is an error, decodes the scene with the setting cleared."""
+    from shacira_nerf.nerf.scene_file import decode_scene, encode_scene
+
+    model = small_scene_model()
+    model.config.cuda_graph = cuda_graph  # as a GPU run's config holds it (a CPU model cannot be built with True)
+    data = encode_scene(model)
+    assert decode_container(data)[0]["model_config"]["cuda_graph"] is cuda_graph
+    decoded = decode_scene(data).model
+    assert decoded.config.cuda_graph is None
+    for name, grid in model.grids.items():
+        assert torch.equal(decoded.grids[name].latents.values, grid.latents.values), name

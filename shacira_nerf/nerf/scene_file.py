@@ -155,6 +155,9 @@ def config_from_json(values: Dict[str, Any]) -> ShaciraModelConfig:
     # The lookup backend is how training ran, not part of the scene: decode with the fastest tested one here
     # (a file trained with "tcnn" or "triton" on a GPU renders on a CPU).
     kwargs["implementation"] = "auto"
+    # Likewise how its steps ran (CUDA graphs or eager, compiled or not): a file trained with
+    # ``--pipeline.model.cuda-graph True`` decodes on a machine without CUDA, where that setting is an error.
+    kwargs["cuda_graph"], kwargs["compile"] = None, False
     try:
         config = ShaciraModelConfig(**kwargs)
     except ShaciraConfigError as exc:
