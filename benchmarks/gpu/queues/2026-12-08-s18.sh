@@ -4,7 +4,7 @@
 # GPU in its foreground (session 17 ran them beside five trainings and nerfstudio's Trainer test failed in its first
 # capture), then starts the queue; every call watches it until CALL seconds (less a margin) have passed since it began, and brings back runs.jsonl, logs.tgz and the
 # files.
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 SAVE_EVERY=100000 OMP_NUM_THREADS=3 HOLD=${HOLD:-1380} MAX_RUNS=5
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 SAVE_EVERY=100000 OMP_NUM_THREADS=4 HOLD=${HOLD:-1150} MAX_RUNS=4
 [ -d /tmp/site/shacira_nerf ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
   --upgrade --target /tmp/site .whl/*.whl
 if [ ! -e /tmp/gpu_tests.done ]; then
@@ -16,6 +16,6 @@ if [ ! -e /tmp/gpu_tests.done ]; then
 fi
 bash benchmarks/gpu/bg.sh setup
 files=()
-for n in shacira_20k_l1e-3_t15 shacira_20k_l1e-3_t14 shacira_20k_l1e-3_t15_p14 shacira_20k_l1e-3_t14_p12 \
+for n in shacira_20k_l1e-3_t14 shacira_20k_l1e-3_t15_p14 shacira_20k_l1e-3_t14_p12 \
   shacira_20k_l1e-3_t18; do files+=("$n.shac"); done
 bash benchmarks/gpu/bg.sh queue $(( ${CALL:?seconds this call may take} - SECONDS - 25 )) benchmarks/gpu/queues/2026-12-08-s18.txt "${files[@]}"
