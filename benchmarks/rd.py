@@ -61,6 +61,7 @@ def _variant(command: str) -> str:
     parts = []
     for flag, fmt in (
         (r"--pipeline\.model\.log2-hashmap-size\s+(\d+)", "2^{} table"),
+        (r"--pipeline\.model\.proposal-log2-hashmap-size\s+(\d+)", "2^{} proposal tables"),
         (r"--pipeline\.model\.entropy-model\s+(\S+)", "{}"),
         (r"--optimizers\.shacira-decoders\.optimizer\.lr\s+(\S+)", "decoders lr {}"),
         (r"--machine\.seed\s+(\d+)", "seed {}"),
@@ -69,6 +70,12 @@ def _variant(command: str) -> str:
         if m and not (fmt == "seed {}" and m.group(1) == "42"):
             parts.append(fmt.format(m.group(1)))
     return ", ".join(parts)
+
+
+def _tables(command: str) -> str:
+    """The field's table size, and the proposal grids' when set: "2^16", "2^15/p2^14"."""
+    m = re.search(r"--pipeline\.model\.proposal-log2-hashmap-size\s+(\d+)", command)
+    return f"2^{_log2_table(command)}" + (f"/p2^{m.group(1)}" if m else "")
 
 
 def _log2_table(command: str) -> int:
@@ -142,16 +149,23 @@ def plot(scene: str, tag: str = "") -> None:
         if r["method"] == "shacira":
             variant = _variant(r["command"])
             method = f"shacira {quantizer}{f' ({variant})' if variant else ''}"
+            if all("table" in part for part in variant.split(", ") if part):  # the table sizes at this λ, too
+                series.setdefault(f"shacira {quantizer}, λ {r['lambda']:g} across tables, {r['iterations']} its",
+                                  []).append(r)  # fmt: skip
         else:
             method = f"nerfacto, lr {_nerfacto_lr(r['command']):g}"
         series.setdefault(f"{method}, {r['iterations']} its", []).append(r)
     for key, members in sorted(series.items()):
         pts = sorted((r["size_bytes"] / 1e6, r["psnr"], r["size_bytes"], r) for r in members)
-        shacira = key.startswith("shacira")
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if shacira else "s", label=key)
+        shacira, tables = key.startswith("shacira"), " across tables" in key
+        if tables and len({_tables(r["command"]) for r in members}) < 2:
+            continue  # one table size at this λ: the λ line has it
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="D" if tables else "o" if shacira else "s",
+                linestyle="--" if tables else "-", label=key)  # fmt: skip
         for mb, psnr, _, r in pts:
-            label = f"λ={r['lambda']:g}" if shacira else f"2^{_log2_table(r['command'])}"
-            ax.annotate(label, (mb, psnr), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            label = f"λ={r['lambda']:g}" if shacira and not tables else _tables(r["command"])
+            if not (tables and label == "2^19"):  # the default table's point is on the λ line already
+                ax.annotate(label, (mb, psnr), textcoords="offset points", xytext=(4, -10 if tables else 4), fontsize=7)
     longest = max((r["iterations"] for r in rows if r["method"] == "nerfacto"), default=None)
     if longest is not None:  # the reference a ΔPSNR is read against: the best nerfacto at its longest length
         best = max(r["psnr"] for r in rows if r["method"] == "nerfacto" and r["iterations"] == longest)
