@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Session 18's device call, the same in every call of the batch (carry .whl and .gpu):
-# `CALL=SECONDS bash benchmarks/gpu/queues/2026-12-08-s18.sh`. The first call installs, runs the CUDA-graph GPU tests alone on the
+# `CALL=SECONDS bash benchmarks/gpu/queues/2026-12-08-s18.sh`. The first call installs, runs the GPU tests (CUDA graphs, lookup, SGA kernel) alone on the
 # GPU in its foreground (session 17 ran them beside five trainings and nerfstudio's Trainer test failed in its first
 # capture), then starts the queue; every call watches it until CALL seconds (less a margin) have passed since it began, and brings back runs.jsonl, logs.tgz and the
 # files.
@@ -10,7 +10,7 @@ export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 SAVE_EVERY=100000 OMP_NUM_THREADS
 if [ ! -e /tmp/gpu_tests.done ]; then
   touch /tmp/gpu_tests.done
   { nvidia-smi -L; python3 -c "import torch, inspect; print(torch.__version__, inspect.signature(torch.cuda.make_graphed_callables))"
-    timeout 300 python3 -P -m pytest -q -p no:cacheprovider tests/test_step_graph.py --tb=short -W ignore
+    timeout 240 python3 -P -m pytest -q -p no:cacheprovider tests/test_step_graph.py tests/test_lookup.py --tb=short -W ignore
   } >"$OUT/gpu_tests.log" 2>&1
   tail -3 "$OUT/gpu_tests.log"
 fi
