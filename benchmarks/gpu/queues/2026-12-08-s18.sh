@@ -11,6 +11,7 @@ if [ ! -e /tmp/gpu_tests.done ]; then
   touch /tmp/gpu_tests.done
   { nvidia-smi -L; python3 -c "import torch, inspect; print(torch.__version__, inspect.signature(torch.cuda.make_graphed_callables))"
     timeout 240 python3 -P -m pytest -q -p no:cacheprovider tests/test_step_graph.py tests/test_lookup.py --tb=short -W ignore
+    timeout 120 python3 -P benchmarks/gpu/capture_mode_ab.py
   } >"$OUT/gpu_tests.log" 2>&1
   tail -3 "$OUT/gpu_tests.log"
 fi
