@@ -32,7 +32,14 @@ from shacira_nerf.nerf.capturable import (
     ResidentRGBRenderer,
     ResidentUniformSampler,
 )
-from shacira_nerf.nerf.step_graph import InputLayout, TrainingLosses, clear_step_caches, parameters_replaced
+from shacira_nerf.nerf.step_graph import (
+    InputLayout,
+    TrainingLosses,
+    _ThreadLocalCapture,
+    clear_step_caches,
+    make_graphed_thread_local,
+    parameters_replaced,
+)
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
 
@@ -298,6 +305,34 @@ def test_cuda_graph_needs_a_cuda_device_and_no_compile() -> None:
     cfg.pipeline.model.cuda_graph = True
     with pytest.raises(ShaciraConfigError, match=r"^pipeline.model.cuda_graph needs a CUDA device.*'cpu'$"):
         cfg.pipeline.setup(device="cpu", test_mode="val")
+
+
+def test_captures_run_in_thread_local_mode_on_torch_with_and_without_the_argument(monkeypatch) -> None:  # noqa: ANN001
+    # What make_graphed_thread_local hands torch, on a torch whose make_graphed_callables takes capture_error_mode
+    # and on one that does not (the H200's 2.11): there, every torch.cuda.graph it opens is a thread-local one,
+    # and torch.cuda.graph is torch's own again afterwards. (The captures themselves: the GPU tests below.)
+    def function(*tensors: torch.Tensor) -> tuple:
+        return tensors
+
+    seen: dict = {}
+
+    def with_the_argument(callables, sample_args, allow_unused_input=False, capture_error_mode="global"):  # noqa: ANN001, ANN202
+        seen.update(mode=capture_error_mode, unused=allow_unused_input)
+        return callables
+
+    def without_the_argument(callables, sample_args, num_warmup_iters=3, allow_unused_input=False, pool=None):  # noqa: ANN001, ANN202
+        seen.update(graph=torch.cuda.graph, unused=allow_unused_input)
+        return callables
+
+    original = torch.cuda.graph
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", with_the_argument)
+    assert make_graphed_thread_local(function, ()) is function
+    assert seen == {"mode": "thread_local", "unused": True}
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", without_the_argument)
+    assert make_graphed_thread_local(function, ()) is function
+    assert seen["graph"] is _ThreadLocalCapture and seen["unused"] and torch.cuda.graph is original
+    assert _ThreadLocalCapture(None, stream=object()).capture_error_mode == "thread_local"  # type: ignore[arg-type]
+    assert _ThreadLocalCapture(None, stream=object(), capture_error_mode="relaxed").capture_error_mode == "relaxed"  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------------------ on a GPU
