@@ -87,7 +87,9 @@ class ShaciraModelConfig(NerfactoModelConfig):
     1e-3: on lego (Blender flags, 3000 steps, all 200 test views) the default gives 29.25 dB in a 2.02 MB file, the
     best nerfacto's PSNR (29.24 dB, 44.07 MB of float16 grids); 3e-3 gives -0.7 dB at 1.02 MB, 1e-2 -1.9 dB at
     0.51 MB (benchmarks/README.md). At 20,000 steps it gives 31.66 dB in a 1.39 MB file against nerfacto's 31.37 dB
-    (lr 3e-3): +0.29 dB, 19.9x smaller than nerfacto's grids in float16; 1e-2 there is -2.3 dB at 66x."""
+    (lr 3e-3): +0.29 dB, 19.9x smaller than nerfacto's grids in float16; 1e-2 there is -2.3 dB at 66x. For smaller
+    files, shrink ``log2_hashmap_size`` first: at λ 1e-3 a 2^16 table gave 30.51 dB in 0.53 MB at 20k, +0.84 dB over
+    a larger λ at the default table and the same size."""
     anneal_fraction: float = 0.7
     """Fraction of training with the annealed rounding stand-in (``quantizer``); straight-through rounding afterwards,
     so that the networks train on the integers the file stores. 0.7 (the appendix's soft rounding used 0.95): on 25
