@@ -37,6 +37,26 @@ def network_precisions(data: bytes, sections: List[Dict[str, Any]]) -> Dict[str,
     return counts
 
 
+def grid_breakdown(grids: Dict[str, Any], sections: List[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """Per grid: its largest table (log2 rows), latents, the bytes of its latent and table sections with their
+    framing (what the file spends on it), and its bits per latent (of the coded payload, as the file's total).
+
+    Why: a scene's grids are the field and each proposal network; which of them the bytes go to says which table size
+    to shrink (``log2-hashmap-size`` or ``proposal-log2-hashmap-size``)."""
+    out = {}
+    for name, grid in grids.items():
+        mine = [s for s in sections if s["name"].startswith(f"{name}/")]
+        payload = sum(s["payload_bytes"] for s in mine if "/latents/" in s["name"])
+        out[name] = {
+            "log2_hashmap_size": grid.geometry["log2_hashmap_size"],
+            "num_latents": grid.num_latents,
+            "latent_bytes": sum(s["framed_bytes"] for s in mine if "/latents/" in s["name"]),
+            "table_bytes": sum(s["framed_bytes"] for s in mine if "/table/" in s["name"]),
+            "bits_per_latent": 8 * payload / grid.num_latents if grid.num_latents else None,
+        }
+    return out
+
+
 def file_report(data: bytes) -> Dict[str, Any]:
     """Verify every checksum and describe the file (raises ContainerError if anything is wrong)."""
     with export_hint():
@@ -66,6 +86,7 @@ def file_report(data: bytes) -> Dict[str, Any]:
         "bits_per_latent": 8 * latent_payload / num_latents if num_latents else None,
         "shannon_bits": sum(g.shannon_bits for g in env.grids.values()),
         "entropy_models": {name: g.entropy_model for name, g in env.grids.items()},
+        "grids": grid_breakdown(env.grids, layout["sections"]),
         "network_precisions": network_precisions(data, layout["sections"]),
     }
     if num_latents:
@@ -101,6 +122,11 @@ def format_report(path: str, report: Dict[str, Any]) -> str:
             by_model.setdefault(model, []).append(escape(name))
         used = "; ".join(f"{model} ({', '.join(names)})" for model, names in sorted(by_model.items()))
         lines.append(f"  entropy model:   {used}")
+        for name, grid in report.get("grids", {}).items():
+            share = 100 * grid["latent_bytes"] / report["total_bytes"]
+            per = "" if grid["bits_per_latent"] is None else f", {grid['bits_per_latent']:.3f} bits each"
+            lines.append(f"    {escape(name):<16} {grid['latent_bytes']:>12,} bytes  ({share:5.1f}%)  "
+                         f"2^{grid['log2_hashmap_size']}-row table, {grid['num_latents']:,} latents{per}")  # fmt: skip
         lines.append(f"  vs plain grid:   {report['ratio_to_float32_grid']:.1f}x smaller than float32, "
                      f"{report['ratio_to_float16_grid']:.1f}x smaller than float16 (same tables, whole file)")  # fmt: skip
     precisions = report.get("network_precisions")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import struct
 import zipfile
@@ -16,7 +17,7 @@ from conftest import REPO, run_cli, small_scene_model
 
 from shacira_nerf.codec import ContainerError, container_layout, decode_container, encode_container
 from shacira_nerf.nerf.scene_file import decode_scene, encode_pipeline, load_scene
-from shacira_nerf.report import file_report
+from shacira_nerf.report import file_report, format_report
 
 
 def test_info_json_total_equals_file_length(exported_scene: Path, env) -> None:
@@ -338,8 +339,18 @@ def test_proposal_tables_shrink_with_their_flag_and_the_file_rebuilds_them() -> 
     assert small.grids["field"].latents.values.numel() == default.grids["field"].latents.values.numel()
     assert all(small.grids[n].latents.values.numel() < default.grids[n].latents.values.numel()
                for n in small.grids if n != "field")  # fmt: skip
-    decoded = decode_scene(encode_scene(small)).model
+    data = encode_scene(small)
+    decoded = decode_scene(data).model
     assert decoded.config.proposal_log2_hashmap_size == 5
+    # `shacira info` says where the bytes go, grid by grid: the grids' sections add up to the file's latents and tables
+    report = file_report(data)
+    grids = report["grids"]
+    assert {n: g["log2_hashmap_size"] for n, g in grids.items()} == {"field": 10, "proposal_0": 5, "proposal_1": 5}
+    assert sum(g["latent_bytes"] for g in grids.values()) == report["bytes_by_kind"]["latents"]
+    assert sum(g["table_bytes"] for g in grids.values()) == report["bytes_by_kind"]["entropy_tables"]
+    assert sum(g["num_latents"] for g in grids.values()) == report["num_latents"]
+    text = format_report("small.shac", report)
+    assert re.search(r"^    proposal_0 +[\d,]+ bytes .*2\^5-row table", text, re.MULTILINE), text
     for name, grid in small.grids.items():
         assert decoded.grids[name].geometry == grid.geometry, name
         assert torch.equal(decoded.grids[name].latents.values, grid.latents.values), name
