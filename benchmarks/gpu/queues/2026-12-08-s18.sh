@@ -17,6 +17,6 @@ if [ ! -e /tmp/gpu_tests.done ]; then
 fi
 bash benchmarks/gpu/bg.sh setup
 files=()
-for n in shacira_20k_l1e-3_t14 shacira_20k_l1e-3_t15_p14 shacira_20k_l1e-3_t14_p12 \
+for n in shacira_20k_l1e-3_t14 shacira_20k_l1e-3_t15_p14 shacira_20k_l1e-3_t14_p14 \
   shacira_20k_l1e-3_t18; do files+=("$n.shac"); done
 bash benchmarks/gpu/bg.sh queue $(( ${CALL:?seconds this call may take} - SECONDS - 25 )) benchmarks/gpu/queues/2026-12-08-s18.txt "${files[@]}"
