@@ -72,6 +72,14 @@ def _variant(command: str) -> str:
     return ", ".join(parts)
 
 
+def _drawn_across(row: dict, series: dict) -> bool:
+    """Whether ``row`` is on a drawn "across tables" line (its λ ran at two table sizes or more)."""
+    for key, members in series.items():
+        if " across tables" in key and row in members:
+            return len({_tables(r["command"]) for r in members}) >= 2
+    return False
+
+
 def _tables(command: str) -> str:
     """The field's table size, and the proposal grids' when set: "2^16", "2^15/p2^14"."""
     m = re.search(r"--pipeline\.model\.proposal-log2-hashmap-size\s+(\d+)", command)
@@ -160,6 +168,8 @@ def plot(scene: str, tag: str = "") -> None:
         shacira, tables = key.startswith("shacira"), " across tables" in key
         if tables and len({_tables(r["command"]) for r in members}) < 2:
             continue  # one table size at this λ: the λ line has it
+        if shacira and not tables and "table" in key and all(_drawn_across(r, series) for r in members):
+            continue  # a table-size variant's points are on their λ's dashed line
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="D" if tables else "o" if shacira else "s",
                 linestyle="--" if tables else "-", label=key)  # fmt: skip
         for mb, psnr, _, r in pts:
@@ -188,7 +198,7 @@ def plot(scene: str, tag: str = "") -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
     fig.tight_layout()
-    fig.savefig(results_file(scene, tag, "png"), dpi=130)
+    fig.savefig(results_file(scene, tag, "png"), dpi=130, bbox_inches="tight")  # the legend below the axes stays whole
     print("| method | λ / lr | iterations | PSNR | SSIM | size (MB) | fp32 (MB) | s/iter | train s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in sorted(rows, key=lambda r: (r["method"], -r["size_bytes"])):
