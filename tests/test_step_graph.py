@@ -400,16 +400,21 @@ def test_a_replayed_step_gives_the_eager_steps_losses_and_gradients(updated: boo
             )
 
 
+def _graphed_model_and_batch():  # noqa: ANN202
+    """shacira-tiny's model on the GPU with CUDA graphs asked for, and a training batch."""
+    pipeline = _pipeline("cuda")
+    pipeline.model.config.cuda_graph = True
+    ray_bundle, batch = pipeline.datamanager.next_train(0)
+    return pipeline.model, ray_bundle, batch
+
+
 @needs_cuda
 def test_a_capture_survives_another_threads_cuda_calls() -> None:
     # nerfstudio's trainer runs threads beside the training loop (data loaders pinning and copying batches); in
     # CUDA's "global" capture mode one of their calls during a capture invalidates it and the step fails. Here a
     # thread allocates fresh page-locked buffers and copies them to the GPU on its own stream, as a prefetching
-    # loader does, for as long as the first capture takes.
-    pipeline = _pipeline("cuda")
-    model = pipeline.model
-    model.config.cuda_graph = True
-    ray_bundle, batch = pipeline.datamanager.next_train(0)
+    # loader does, from before the first capture until after it.
+    model, ray_bundle, batch = _graphed_model_and_batch()
     stop, calls, errors = threading.Event(), [0], []
 
     def loader() -> None:
@@ -433,17 +438,14 @@ def test_a_capture_survives_another_threads_cuda_calls() -> None:
         thread.join()
     torch.cuda.synchronize()
     assert not errors, errors
-    assert calls[0] > 10  # the thread ran during the capture
+    assert calls[0] > 10  # the thread ran, from before the capture to after it
     assert model.__dict__["_step_graphs"].captures == 1
     assert all(torch.isfinite(v).all() for v in losses.values())
 
 
 @needs_cuda
 def test_replays_draw_new_noise_and_each_phase_gets_its_graph() -> None:
-    pipeline = _pipeline("cuda")
-    model = pipeline.model
-    model.config.cuda_graph = True
-    ray_bundle, batch = pipeline.datamanager.next_train(0)
+    model, ray_bundle, batch = _graphed_model_and_batch()
     previous = []  # as nerfstudio's trainer does, each step's loss lives on while the next step runs
 
     def step(updated: bool) -> float:
