@@ -73,7 +73,8 @@ MAX_CAMERA_PIXELS = 2**26
 
 _INT_LIMITS = {
     "num_levels": (1, MAX_LEVELS), "base_res": (1, MAX_RES), "max_res": (1, MAX_RES), "log2_hashmap_size": (4, 26),
-    "proposal_log2_hashmap_size": (0, 26), "features_per_level": (1, MAX_DIM), "latent_dim": (1, MAX_DIM), "feature_dim": (1, MAX_DIM),
+    "proposal_log2_hashmap_size": (0, 26),
+    "features_per_level": (1, MAX_DIM), "latent_dim": (1, MAX_DIM), "feature_dim": (1, MAX_DIM),
     "hidden_dim": (1, MAX_WIDTH), "hidden_dim_color": (1, MAX_WIDTH), "hidden_dim_transient": (1, MAX_WIDTH),
     "appearance_embed_dim": (0, MAX_WIDTH), "num_nerf_samples_per_ray": (1, MAX_SAMPLES),
     "num_proposal_iterations": (1, MAX_PROPOSALS), "eval_num_rays_per_chunk": (1, 2**20),
