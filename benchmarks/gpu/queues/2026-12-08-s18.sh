@@ -4,7 +4,7 @@
 # GPU in its foreground (session 17 ran them beside five trainings and nerfstudio's Trainer test failed in its first
 # capture), then starts the queue; every call watches it until CALL seconds (less a margin) have passed since it began, and brings back runs.jsonl, logs.tgz and the
 # files.
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 SAVE_EVERY=100000 OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} HOLD=${HOLD:-1000} MAX_RUNS=${MAX_RUNS:-3}
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 SAVE_EVERY=100000 OMP_NUM_THREADS=${OMP_NUM_THREADS:-5} HOLD=${HOLD:-1000} MAX_RUNS=${MAX_RUNS:-3}
 [ -d /tmp/site/shacira_nerf ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
   --upgrade --target /tmp/site .whl/*.whl
 if [ ! -e /tmp/gpu_tests.done ]; then
