@@ -55,13 +55,18 @@ def _nerfacto_lr(command: str) -> float:
     return float(m.group(1)) if m else 1e-2
 
 
+TABLE_FLAG = r"--pipeline\.model\.log2-hashmap-size\s+(\d+)"
+PROPOSAL_TABLE_FLAG = r"--pipeline\.model\.proposal-log2-hashmap-size\s+(\d+)"
+"""The field's and the proposal grids' table-size flags in a run's command."""
+
+
 def _variant(command: str) -> str:
     """What a shacira run changed besides λ (its own line on the plot): the field's table size, the entropy model,
     the decoders' learning rate, the seed; "" for the defaults."""
     parts = []
     for flag, fmt in (
-        (r"--pipeline\.model\.log2-hashmap-size\s+(\d+)", "2^{} table"),
-        (r"--pipeline\.model\.proposal-log2-hashmap-size\s+(\d+)", "2^{} proposal tables"),
+        (TABLE_FLAG, "2^{} table"),
+        (PROPOSAL_TABLE_FLAG, "2^{} proposal tables"),
         (r"--pipeline\.model\.entropy-model\s+(\S+)", "{}"),
         (r"--optimizers\.shacira-decoders\.optimizer\.lr\s+(\S+)", "decoders lr {}"),
         (r"--machine\.seed\s+(\d+)", "seed {}"),
@@ -72,22 +77,14 @@ def _variant(command: str) -> str:
     return ", ".join(parts)
 
 
-def _drawn_across(row: dict, series: dict) -> bool:
-    """Whether ``row`` is on a drawn "across tables" line (its λ ran at two table sizes or more)."""
-    for key, members in series.items():
-        if " across tables" in key and row in members:
-            return len({_tables(r["command"]) for r in members}) >= 2
-    return False
-
-
 def _tables(command: str) -> str:
     """The field's table size, and the proposal grids' when set: "2^16", "2^15/p2^14"."""
-    m = re.search(r"--pipeline\.model\.proposal-log2-hashmap-size\s+(\d+)", command)
+    m = re.search(PROPOSAL_TABLE_FLAG, command)
     return f"2^{_log2_table(command)}" + (f"/p2^{m.group(1)}" if m else "")
 
 
 def _log2_table(command: str) -> int:
-    m = re.search(r"--pipeline\.model\.log2-hashmap-size\s+(\d+)", command)
+    m = re.search(TABLE_FLAG, command)
     return int(m.group(1)) if m else 19
 
 
@@ -163,12 +160,15 @@ def plot(scene: str, tag: str = "") -> None:
         else:
             method = f"nerfacto, lr {_nerfacto_lr(r['command']):g}"
         series.setdefault(f"{method}, {r['iterations']} its", []).append(r)
+    # A λ's "across tables" line is drawn when it ran at two table sizes or more; its variants' points are on it.
+    across = [m for k, m in series.items() if " across tables" in k and len({_tables(r["command"]) for r in m}) > 1]
+    on_across = {id(r) for members in across for r in members}
     for key, members in sorted(series.items()):
         pts = sorted((r["size_bytes"] / 1e6, r["psnr"], r["size_bytes"], r) for r in members)
         shacira, tables = key.startswith("shacira"), " across tables" in key
-        if tables and len({_tables(r["command"]) for r in members}) < 2:
+        if tables and not any(members is m for m in across):
             continue  # one table size at this λ: the λ line has it
-        if shacira and not tables and "table" in key and all(_drawn_across(r, series) for r in members):
+        if shacira and not tables and "table" in key and all(id(r) in on_across for r in members):
             continue  # a table-size variant's points are on their λ's dashed line
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="D" if tables else "o" if shacira else "s",
                 linestyle="--" if tables else "-", label=key)  # fmt: skip
